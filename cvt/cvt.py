@@ -1,0 +1,419 @@
+"""CvT: Convolutional vision Transformer.
+
+Wu et al., "CvT: Introducing Convolutions to Vision Transformers", ICCV 2021 (arXiv 2103.15808).
+
+A three-stage pyramid (section 3). Each stage starts with a *convolutional token embedding* (3.1), a
+strided convolution followed by LayerNorm, and stacks *convolutional transformer blocks* whose Q, K and V
+come from a *convolutional projection* (3.2): depth-wise conv + BatchNorm, then a linear layer. A K/V
+stride of 2 shrinks the keys and values 4x (the "squeezed" projection). No position embedding is used.
+
+This module matches the authors' code (microsoft/CvT ``cls_cvt.py``) number for number, including its
+quirks: QuickGELU, an attention scale of ``dim ** -0.5`` with ``dim`` the full stage width, and a cls
+token that bypasses the convolutional projection. Its ``state_dict`` uses the reference key names, so the
+authors' checkpoints load with ``strict=True``; Hugging Face transformers' CvT checkpoints are remapped by
+:meth:`CvT.checkpoint_filter`. Unlike both, every block can have its own heads, MLP ratio and strides,
+which is what the architecture search (CvT-13-NAS, section 4.2) needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from ._config import BlockSpec, CvTConfig
+from ._errors import ConfigError
+
+__all__ = ["CvT", "QuickGELU", "ConvEmbed", "ConvProjection", "ConvAttention", "CvTBlock", "CvTStage"]
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the activation of the reference code (and CLIP)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def _act_layer(name: str) -> type[nn.Module]:
+    return QuickGELU if name == "quick_gelu" else nn.GELU
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (identity at eval)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ConvEmbed(nn.Module):
+    """Convolutional token embedding (section 3.1): strided conv, then LayerNorm over channels."""
+
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel, stride, padding)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        x = self.proj(x)  # B, C, H, W
+        _, _, h, w = x.shape
+        x = self.norm(x.flatten(2).transpose(1, 2))  # B, H*W, C
+        return x, h, w
+
+
+class ConvProjection(nn.Module):
+    """Depth-wise conv + BatchNorm of one of Q, K, V (section 3.2, method ``dw_bn``)."""
+
+    def __init__(self, dim: int, kernel: int, stride: int, padding: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel, stride, padding, groups=dim, bias=False)
+        self.bn = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+def _projection(method: str, dim: int, kernel: int, stride: int, padding: int) -> nn.Module | None:
+    if method == "dw_bn":
+        return ConvProjection(dim, kernel, stride, padding)
+    if method == "avg":
+        return nn.AvgPool2d(kernel, stride, padding, ceil_mode=True)
+    return None  # "linear": tokens go straight to the linear projection
+
+
+class ConvAttention(nn.Module):
+    """Multi-head attention over convolutionally projected Q, K, V.
+
+    The cls token (if any) is split off before the convolution and put back in front of each of Q, K and
+    V before their linear projections, so it attends and is attended to but is never convolved.
+    """
+
+    fused: bool = True  # torch's scaled_dot_product_attention; False runs the explicit softmax path
+
+    def __init__(self, spec: BlockSpec):
+        super().__init__()
+        dim = spec.dim
+        self.num_heads = spec.num_heads
+        self.with_cls_token = spec.with_cls_token
+        # The reference scales by the full width, not the head width; kept for checkpoint parity.
+        self.scale = dim ** -0.5
+        method = spec.proj_method
+        self.conv_proj_q = _projection("linear" if method == "avg" else method, dim, spec.kernel_qkv,
+                                       spec.stride_q, spec.padding_q)
+        self.conv_proj_k = _projection(method, dim, spec.kernel_qkv, spec.stride_kv, spec.padding_kv)
+        self.conv_proj_v = _projection(method, dim, spec.kernel_qkv, spec.stride_kv, spec.padding_kv)
+        self.proj_q = nn.Linear(dim, dim, bias=spec.qkv_bias)
+        self.proj_k = nn.Linear(dim, dim, bias=spec.qkv_bias)
+        self.proj_v = nn.Linear(dim, dim, bias=spec.qkv_bias)
+        self.attn_drop = spec.attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(spec.drop)
+
+    def _project(self, conv: nn.Module | None, grid: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        tokens = grid.flatten(2).transpose(1, 2) if conv is None else conv(grid).flatten(2).transpose(1, 2)
+        return tokens if cls is None else torch.cat((cls, tokens), dim=1)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, n, c = x.shape
+        cls, tokens = (x[:, :1], x[:, 1:]) if self.with_cls_token else (None, x)
+        grid = tokens.transpose(1, 2).reshape(b, c, h, w)
+        q = self.proj_q(self._project(self.conv_proj_q, grid, cls))
+        k = self.proj_k(self._project(self.conv_proj_k, grid, cls))
+        v = self.proj_v(self._project(self.conv_proj_v, grid, cls))
+        # B, T, C -> B, heads, T, C/heads
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
+        drop = self.attn_drop if self.training else 0.0
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        else:
+            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+            out = F.dropout(attn, drop, self.training) @ v
+        out = out.transpose(1, 2).reshape(b, -1, c)
+        return self.proj_drop(self.proj(out))
+
+
+class Mlp(nn.Module):
+    """fc1 -> activation -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, dim: int, hidden: int, act_layer: type[nn.Module], drop: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class CvTBlock(nn.Module):
+    """Convolutional transformer block, pre-norm: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, spec: BlockSpec, act_layer: type[nn.Module]):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(spec.dim)
+        self.attn = ConvAttention(spec)
+        self.drop_path = DropPath(spec.drop_path) if spec.drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(spec.dim)
+        self.mlp = Mlp(spec.dim, int(spec.dim * spec.mlp_ratio), act_layer, spec.drop)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), h, w))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CvTStage(nn.Module):
+    """Conv token embedding, optional cls token, and the stage's blocks."""
+
+    def __init__(self, config: CvTConfig, stage: int, in_chans: int, act_layer: type[nn.Module]):
+        super().__init__()
+        i = stage
+        self.patch_embed = ConvEmbed(in_chans, config.embed_dims[i], config.patch_size[i],
+                                     config.patch_stride[i], config.patch_padding[i])
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dims[i])) if config.cls_token[i] else None
+        self.pos_drop = nn.Dropout(config.drop_rate[i])
+        self.blocks = nn.ModuleList(CvTBlock(spec, act_layer) for spec in config.blocks(i))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """B, C_in, H, W -> (B, C, H', W') feature map and the (B, 1, C) cls token or None."""
+        x, h, w = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x)
+        for block in self.blocks:
+            x = block(x, h, w)
+        cls = None
+        if self.cls_token is not None:
+            cls, x = x[:, :1], x[:, 1:]
+        return x.transpose(1, 2).reshape(x.shape[0], -1, h, w), cls
+
+
+class CvT(nn.Module):
+    """Convolutional vision Transformer.
+
+    Args:
+        config: the architecture; defaults to CvT-13.
+        num_classes: classifier width; 0 returns pooled features.
+
+    Example:
+        >>> model = CvT(CvTConfig(), num_classes=10)
+        >>> model(torch.zeros(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    def __init__(self, config: CvTConfig | None = None, num_classes: int = 1000):
+        super().__init__()
+        self.config = config = config or CvTConfig()
+        if not isinstance(config, CvTConfig):
+            raise ConfigError(f"CvT needs a CvTConfig, got {type(config).__name__}")
+        self.num_classes = num_classes
+        act_layer = _act_layer(config.act_layer)
+        in_chans = config.in_chans
+        for i in range(config.num_stages):
+            # Named stage0, stage1, ... as in the reference state_dict.
+            self.add_module(f"stage{i}", CvTStage(config, i, in_chans, act_layer))
+            in_chans = config.embed_dims[i]
+        self.num_features = config.embed_dims[-1]
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    @property
+    def stages(self) -> list[CvTStage]:
+        return [getattr(self, f"stage{i}") for i in range(self.config.num_stages)]
+
+    def _init_weights(self) -> None:
+        # Reference init: linear trunc-normal(0.02) or xavier, norms 1/0, convs keep PyTorch's default.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                if self.config.init == "xavier":
+                    nn.init.xavier_uniform_(m.weight)
+                else:
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for stage in self.stages:
+            if stage.cls_token is not None:
+                nn.init.trunc_normal_(stage.cls_token, std=0.02)
+
+    def set_fused_attention(self, enabled: bool) -> "CvT":
+        """Switch every block between SDPA and the explicit softmax path (same numbers)."""
+        for m in self.modules():
+            if isinstance(m, ConvAttention):
+                m.fused = enabled
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """B, C, H, W -> B, num_features (normalised cls token, or mean of normalised tokens)."""
+        cls = None
+        for stage in self.stages:
+            x, cls = stage(x)
+        if cls is not None:
+            return self.norm(cls[:, 0])
+        return self.norm(x.flatten(2).transpose(1, 2)).mean(dim=1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def checkpoint_filter(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map foreign key names to ours (reference checkpoints pass through unchanged)."""
+        if not any(k.startswith("cvt.encoder.") for k in state_dict):
+            return state_dict
+        return _from_hf_transformers(state_dict)
+
+
+# ---------------------------------------------------------------------------- checkpoint conversion
+
+# Hugging Face transformers' CvtForImageClassification names -> reference names (one to one).
+_HF_BLOCK_NAMES = (
+    ("attention.attention.convolution_projection_query.convolution_projection.convolution", "attn.conv_proj_q.conv"),
+    ("attention.attention.convolution_projection_query.convolution_projection.normalization", "attn.conv_proj_q.bn"),
+    ("attention.attention.convolution_projection_key.convolution_projection.convolution", "attn.conv_proj_k.conv"),
+    ("attention.attention.convolution_projection_key.convolution_projection.normalization", "attn.conv_proj_k.bn"),
+    ("attention.attention.convolution_projection_value.convolution_projection.convolution", "attn.conv_proj_v.conv"),
+    ("attention.attention.convolution_projection_value.convolution_projection.normalization", "attn.conv_proj_v.bn"),
+    ("attention.attention.projection_query", "attn.proj_q"),
+    ("attention.attention.projection_key", "attn.proj_k"),
+    ("attention.attention.projection_value", "attn.proj_v"),
+    ("attention.output.dense", "attn.proj"),
+    ("layernorm_before", "norm1"),
+    ("layernorm_after", "norm2"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+)
+
+
+def _from_hf_transformers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        new = key
+        if key.startswith("cvt.encoder.stages."):
+            stage, rest = key[len("cvt.encoder.stages."):].split(".", 1)
+            if rest.startswith("embedding.convolution_embeddings.projection."):
+                rest = "patch_embed.proj." + rest.rsplit(".", 1)[1]
+            elif rest.startswith("embedding.convolution_embeddings.normalization."):
+                rest = "patch_embed.norm." + rest.rsplit(".", 1)[1]
+            elif rest.startswith("layers."):
+                index, inner = rest[len("layers."):].split(".", 1)
+                for hf, ours in _HF_BLOCK_NAMES:
+                    if inner.startswith(hf + "."):
+                        inner = ours + inner[len(hf):]
+                        break
+                rest = f"blocks.{index}.{inner}"
+            new = f"stage{stage}.{rest}"
+        elif key.startswith("layernorm."):
+            new = "norm." + key[len("layernorm."):]
+        elif key.startswith("classifier."):
+            new = "head." + key[len("classifier."):]
+        out[new] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- presets and timm
+
+def _preset(depths, embed_dims=(64, 192, 384), num_heads=(1, 3, 6), drop_path=0.1, img_size=224) -> CvTConfig:
+    return CvTConfig(depths=depths, embed_dims=embed_dims, num_heads=num_heads,
+                     drop_path_rate=(0.0, 0.0, drop_path), img_size=img_size)
+
+
+PRESETS: dict[str, CvTConfig] = {
+    "cvt_13": _preset((1, 2, 10)),
+    "cvt_13_384": _preset((1, 2, 10), img_size=384),
+    "cvt_21": _preset((1, 4, 16)),
+    "cvt_21_384": _preset((1, 4, 16), img_size=384),
+    "cvt_w24": _preset((2, 2, 20), (192, 768, 1024), (3, 12, 16), drop_path=0.3),
+    "cvt_w24_384": _preset((2, 2, 20), (192, 768, 1024), (3, 12, 16), drop_path=0.3, img_size=384),
+}
+
+
+def _cfg(config: CvTConfig) -> dict:
+    size = config.img_size
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, size, size), "pool_size": None,
+        "crop_pct": 0.875 if size == 224 else 1.0, "interpolation": "bicubic",
+        "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+        "first_conv": "stage0.patch_embed.proj", "classifier": "head",
+    }
+
+
+default_cfgs = generate_default_cfgs({name: _cfg(config) for name, config in PRESETS.items()})
+
+
+def _create_cvt(variant: str, pretrained: bool = False, **kwargs) -> CvT:
+    """Build a preset, or any architecture given as ``config=`` (a CvTConfig or a YAML path)."""
+
+    config = kwargs.pop("config", None)
+    if isinstance(config, (str, Path)):
+        config = CvTConfig.from_yaml(config)
+    config = config or PRESETS[variant]
+    if "in_chans" in kwargs:
+        config = config.replace(in_chans=kwargs.pop("in_chans"))
+    if "drop_path_rate" in kwargs:  # timm's single rate applies to the last stage, where the presets set it
+        config = config.replace(drop_path_rate=config.drop_path_rate[:-1] + (kwargs.pop("drop_path_rate"),))
+    # in_chans lives in the config; timm's builder would pass its default again, so filter it out.
+    return build_model_with_cfg(CvT, variant, pretrained, config=config, kwargs_filter=("in_chans",),
+                                pretrained_filter_fn=lambda sd, model: model.checkpoint_filter(sd), **kwargs)
+
+
+@register_model
+def cvt_13(pretrained: bool = False, **kwargs) -> CvT:
+    """CvT-13 at 224: 20.0M params, 4.57 GMACs (paper table 2)."""
+    return _create_cvt("cvt_13", pretrained, **kwargs)
+
+
+@register_model
+def cvt_13_384(pretrained: bool = False, **kwargs) -> CvT:
+    """CvT-13 at 384: 16.3 GMACs."""
+    return _create_cvt("cvt_13_384", pretrained, **kwargs)
+
+
+@register_model
+def cvt_21(pretrained: bool = False, **kwargs) -> CvT:
+    """CvT-21 at 224: 31.6M params, 7.18 GMACs."""
+    return _create_cvt("cvt_21", pretrained, **kwargs)
+
+
+@register_model
+def cvt_21_384(pretrained: bool = False, **kwargs) -> CvT:
+    """CvT-21 at 384: 24.8 GMACs."""
+    return _create_cvt("cvt_21_384", pretrained, **kwargs)
+
+
+@register_model
+def cvt_w24(pretrained: bool = False, **kwargs) -> CvT:
+    """CvT-W24 (wide) at 224: 277.2M params, 60.9 GMACs."""
+    return _create_cvt("cvt_w24", pretrained, **kwargs)
+
+
+@register_model
+def cvt_w24_384(pretrained: bool = False, **kwargs) -> CvT:
+    """CvT-W24 at 384 (the paper's W24 setting): 194.2 GMACs."""
+    return _create_cvt("cvt_w24_384", pretrained, **kwargs)
