@@ -1,0 +1,224 @@
+"""Speed of cvt-nas models against the implementation people use today, in one process.
+
+Each case pairs our model with a baseline holding the SAME weights (CvT-13: Hugging Face transformers'
+``CvtForImageClassification``, converted to ours with ``cvt.load_checkpoint``; both use exact GELU).
+Every round runs each contender once, in rotating order, together with a large ``torch.mm`` that gives
+this machine's matrix-multiply rate at that moment; the table reports medians over the rounds, so load
+from other processes hits both models alike and shows up in the ratios as noise, not bias.
+
+Achieved rate = 2 x MACs / time (inference: the forward MACs by the paper's convention; training step:
+3 x the forward MACs, forward plus backward), shown as % of the measured matmul rate.
+
+    python benchmarks/model_speed.py                       # CPU fp32 (all cores) or CUDA bf16 autocast
+    python benchmarks/model_speed.py --threads 2 --repeats 9
+    python benchmarks/model_speed.py --quick               # smoke run: small batches, one round
+    python benchmarks/model_speed.py --models cvt_13 --compile   # adds torch.compile'd ours as a row
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cvt  # noqa: E402  (first: makes torchvision, hence timm/transformers, importable on CPU torch)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nas._cli import ArgumentParser, run_main  # noqa: E402
+from nas.cost import count_macs  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model compared with its baseline.
+
+    Attributes:
+        name: the ``--models`` name.
+        resolution: square input size.
+        build: returns ``(ours, baseline, baseline_label)`` with the same weights, both in eval mode.
+    """
+
+    name: str
+    resolution: int
+    build: Callable[[], tuple[nn.Module, nn.Module, str]]
+
+
+def _hf_cvt13() -> tuple[nn.Module, nn.Module, str]:
+    from transformers import CvtConfig, CvtForImageClassification
+
+    torch.manual_seed(0)
+    hf = CvtForImageClassification(CvtConfig(num_labels=1000)).eval()
+    ours = cvt.CvT(cvt.preset("cvt_13").replace(act_layer="gelu"), num_classes=1000).eval()
+    cvt.load_checkpoint(ours, hf.state_dict())
+    return ours, hf, "HF transformers"
+
+
+# Add a case per model family (e.g. CCT-7/3x1 against its reference) and it gets a row group of its own.
+CASES: dict[str, Case] = {
+    "cvt_13": Case("cvt_13", 224, _hf_cvt13),
+}
+
+
+def _logits(out) -> torch.Tensor:
+    """Our models return logits; transformers returns an output object."""
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """Times one forward (inference) or forward+backward (training) of a model."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, train: bool, amp_dtype: torch.dtype | None):
+        self.model, self.x, self.train, self.amp_dtype = model, x, train, amp_dtype
+        self.labels = torch.randint(0, 1000, (x.shape[0],), device=x.device)
+
+    def __call__(self) -> None:
+        model = self.model
+        model.train(self.train)
+        with torch.autocast(self.x.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            if self.train:
+                model.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(_logits(model(self.x)).float(), self.labels)
+                loss.backward()
+            else:
+                with torch.inference_mode():
+                    model(self.x)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _matmul(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], None], float]:
+    """A large square matmul and its FLOP count (2 n^3)."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return (lambda: torch.mm(a, b)), 2.0 * n ** 3
+
+
+def _max_diff(ours: nn.Module, base: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None) -> float:
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        ours.eval(), base.eval()
+        return (_logits(ours(x)).float() - _logits(base(x)).float()).abs().max().item()
+
+
+def _environment(device: torch.device, threads: int) -> list[str]:
+    import timm
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
+             f"transformers {transformers.__version__}",
+             f"cpu: {cpu}, {os.cpu_count()} logical cores, torch threads: {threads}"]
+    if device.type == "cuda":
+        lines.append(f"gpu: {torch.cuda.get_device_name(device)}, cuda {torch.version.cuda}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="benchmarks/model_speed.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="cvt_13",
+                        help=f"comma-separated cases ({', '.join(CASES)}); default cvt_13")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda (bf16 autocast) when present, else cpu (fp32)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per task (median reported)")
+    parser.add_argument("--batch", type=int, default=32, help="batch of the large inference and training rows")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, one round")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        parser.error(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CASES)}")
+    if args.repeats < 1 or args.batch < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--repeats, --batch and --threads must be positive")
+    cuda = torch.cuda.is_available()
+    if args.device == "cuda" and not cuda:
+        raise cvt.UserError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and cuda) else "cpu")
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    batch, repeats = (2, 1) if args.quick else (args.batch, args.repeats)
+    tasks = [("inference", 1), ("inference", batch), ("train step", batch)]
+
+    print("\n".join(_environment(device, threads)))
+    precision = "bf16 autocast" if amp_dtype else "fp32"
+    print(f"device: {device.type}, {precision}, {repeats} rounds per task, median times\n")
+    mm, mm_flops = _matmul(device, amp_dtype or torch.float32)
+
+    header = (f"{'model':<10} {'task':<11} {'batch':>5} {'contender':<18} {'ms':>9} {'speedup':>8} "
+              f"{'% mm':>6}")
+    rows = [header, "-" * len(header)]
+    mm_rates = []
+    for name in names:
+        case = CASES[name]
+        ours, base, base_label = case.build()
+        ours, base = ours.to(device), base.to(device)
+        macs = count_macs(ours, case.resolution)
+        contenders = [(base_label, base), ("cvt-nas", ours)]
+        if args.compile:
+            contenders.append(("cvt-nas compiled", torch.compile(ours)))
+        probe = torch.randn(2, 3, case.resolution, case.resolution, device=device)
+        diffs = [f"fp32 {_max_diff(ours, base, probe, None):.2e}"]
+        if amp_dtype:
+            diffs.append(f"{precision} {_max_diff(ours, base, probe, amp_dtype):.2e}")
+        print(f"{name}: {macs / 1e9:.3f} GMACs at {case.resolution}, max |logit difference| vs {base_label}: "
+              f"{', '.join(diffs)}")
+        for task, b in tasks:
+            x = torch.randn(b, 3, case.resolution, case.resolution, device=device)
+            runners = [_Runner(model, x, task != "inference", amp_dtype) for _, model in contenders]
+            for run in runners:  # warm-up (allocator, compile, cudnn autotune)
+                _timed(run, device)
+            times: list[list[float]] = [[] for _ in runners]
+            mm_times = []
+            for r in range(repeats):
+                mm_times.append(_timed(mm, device))
+                for k in range(len(runners)):  # rotate the order so neither side always runs first
+                    i = (k + r) % len(runners)
+                    times[i].append(_timed(runners[i], device))
+            mm_rate = mm_flops / statistics.median(mm_times)
+            mm_rates.append(mm_rate)
+            flops = 2 * macs * b * (3 if task != "inference" else 1)
+            base_time = statistics.median(times[0])
+            for (label, _), ts in zip(contenders, times):
+                t = statistics.median(ts)
+                rows.append(f"{name:<10} {task:<11} {b:>5} {label:<18} {t * 1e3:>9.1f} {base_time / t:>7.2f}x "
+                            f"{100 * flops / t / mm_rate:>5.0f}%")
+        del ours, base, contenders
+    print(f"\nmatmul rate ({precision}, median of the rounds): "
+          + ", ".join(f"{r / 1e9:.0f}" for r in mm_rates) + " GFLOP/s per task")
+    print("speedup = baseline time / time; % mm = achieved 2 x MACs / time against that matmul rate "
+          "(train step: 3 x forward MACs)\n")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

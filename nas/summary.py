@@ -1,0 +1,65 @@
+"""``python -m nas.summary NAME|CONFIG.yaml``: what an architecture is and what it costs.
+
+Example::
+
+    python -m nas.summary cvt_13
+    python -m nas.summary experiments/cvt/cvt-21-384x384.yaml --resolution 224
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cvt
+from cvt import CvTConfig, UserError
+
+from ._cli import ArgumentParser, run_main
+from .cost import count_macs, count_params
+
+
+def load_config(name_or_path: str):
+    """A preset name or a reference-format YAML file -> config."""
+    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).exists():
+        return CvTConfig.from_yaml(name_or_path)
+    return cvt.preset(name_or_path)
+
+
+def describe(config: CvTConfig, resolution: int, num_classes: int) -> str:
+    """A per-stage table (tokens, width, heads, depth) with parameter and MAC totals."""
+    rows = [f"{'stage':>5} {'grid':>9} {'Q tokens':>9} {'KV tokens':>10} {'dim':>5} {'heads':>7} {'depth':>5}"
+            f" {'mlp ratio':>11} {'kv stride':>10}"]
+    for i, (h, w) in enumerate(config.grid_sizes(resolution)):
+        blocks = config.blocks(i)
+        cls = int(config.cls_token[i])
+        kv = sorted({((h + 2 * b.padding_kv - b.kernel_qkv) // b.stride_kv + 1)
+                     * ((w + 2 * b.padding_kv - b.kernel_qkv) // b.stride_kv + 1) + cls for b in blocks})
+        heads = sorted({b.num_heads for b in blocks})
+        ratios = sorted({b.mlp_ratio for b in blocks})
+        strides = sorted({b.stride_kv for b in blocks})
+        join = lambda xs: "/".join(f"{x:g}" for x in xs)  # noqa: E731
+        rows.append(f"{i:>5} {f'{h}x{w}':>9} {h * w + cls:>9} {join(kv):>10} {config.embed_dims[i]:>5} "
+                    f"{join(heads):>7} {config.depths[i]:>5} {join(ratios):>11} {join(strides):>10}")
+    params = count_params(config, num_classes=num_classes)
+    macs = count_macs(config, resolution, num_classes=num_classes)
+    rows.append(f"params {params / 1e6:.3f}M ({params:,}); MACs at {resolution}x{resolution}: {macs / 1e9:.3f}G "
+                f"(conv + linear + attention matmuls, the CvT paper's FLOPs); arch id {config.arch_id()}")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m nas.summary", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a preset name (e.g. cvt_13, see --list) or a reference-format YAML file")
+    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the config's)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classifier width (default 1000)")
+    args = parser.parse_args(argv)
+    config = load_config(args.model)
+    resolution = args.resolution or config.img_size
+    if resolution < 1:
+        raise UserError(f"--resolution {resolution}: give a positive input size, e.g. 224")
+    print(describe(config, resolution, args.num_classes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
