@@ -12,10 +12,12 @@ Achieved rate = 2 x MACs / time (inference: the forward MACs by the paper's conv
     python benchmarks/model_speed.py                       # CPU fp32 (all cores) or CUDA bf16 autocast
     python benchmarks/model_speed.py --threads 2 --repeats 9
     python benchmarks/model_speed.py --quick               # smoke run: small batches, one round
+    python benchmarks/model_speed.py --threads 1 --clock cpu   # stable on a machine shared with others
     python benchmarks/model_speed.py --models cvt_13 --compile   # adds torch.compile'd ours as a row
 """
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import statistics
@@ -61,9 +63,71 @@ def _hf_cvt13() -> tuple[nn.Module, nn.Module, str]:
     return ours, hf, "HF transformers"
 
 
-# Add a case per model family (e.g. CCT-7/3x1 against its reference) and it gets a row group of its own.
+class _PlainCCTLayer(nn.Module):
+    """The CCT authors' encoder layer written plainly: explicit softmax attention, their key names."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, drop_path: float, attn_drop: float = 0.1):
+        from timm.layers import DropPath
+
+        super().__init__()
+        self.heads = heads
+        self.pre_norm = nn.LayerNorm(dim)
+        self.self_attn = nn.Module()
+        self.self_attn.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.self_attn.proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.linear1, self.norm1, self.linear2 = nn.Linear(dim, hidden), nn.LayerNorm(dim), nn.Linear(hidden, dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.self_attn.qkv(self.pre_norm(x)).reshape(b, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = self.attn_drop(((q @ k.transpose(-2, -1)) * (c // self.heads) ** -0.5).softmax(dim=-1))
+        x = x + self.drop_path(self.self_attn.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
+        x = self.norm1(x)
+        return x + self.drop_path(self.linear2(F.gelu(self.linear1(x))))
+
+
+class _PlainCCT(nn.Module):
+    """CCT-7/3x1 as the authors structure it (conv -> ReLU -> max-pool tokenizer, SeqPool), no SDPA."""
+
+    def __init__(self, num_classes: int, dim: int = 256, layers: int = 7, heads: int = 4, tokens: int = 256):
+        super().__init__()
+        self.tokenizer = nn.Module()
+        self.tokenizer.conv_layers = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, dim, 3, 1, 1, bias=False), nn.ReLU(), nn.MaxPool2d(3, 2, 1)))
+        self.classifier = nn.Module()
+        self.classifier.attention_pool = nn.Linear(dim, 1)
+        self.classifier.positional_emb = nn.Parameter(torch.zeros(1, tokens, dim))
+        self.classifier.blocks = nn.ModuleList(
+            _PlainCCTLayer(dim, heads, 2 * dim, 0.1 * i / (layers - 1)) for i in range(layers))
+        self.classifier.norm = nn.LayerNorm(dim)
+        self.classifier.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.classifier
+        x = self.tokenizer.conv_layers(x).flatten(2).transpose(1, 2) + head.positional_emb
+        for block in head.blocks:
+            x = block(x)
+        x = head.norm(x)
+        x = torch.matmul(F.softmax(head.attention_pool(x), dim=1).transpose(-1, -2), x).squeeze(-2)
+        return head.fc(x)
+
+
+def _plain_cct() -> tuple[nn.Module, nn.Module, str]:
+    # 1000 classes (not CIFAR's 10) because the shared runner draws labels in [0, 1000): 0.03% more MACs.
+    torch.manual_seed(0)
+    ours = cvt.CCT(cvt.preset("cct_7_3x1_32"), num_classes=1000).eval()
+    plain = _PlainCCT(num_classes=1000).eval()
+    plain.load_state_dict(ours.state_dict(), strict=True)  # same keys and shapes: same weights
+    return ours, plain, "plain reference"
+
+
+# Add a case per model family and it gets a row group of its own.
 CASES: dict[str, Case] = {
     "cvt_13": Case("cvt_13", 224, _hf_cvt13),
+    "cct_7_3x1": Case("cct_7_3x1", 32, _plain_cct),  # CCT-7/3x1 at 32x32
 }
 
 
@@ -97,12 +161,12 @@ class _Runner:
                     model(self.x)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
+def _timed(fn: Callable[[], None], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _matmul(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], None], float]:
@@ -148,7 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per task (median reported)")
     parser.add_argument("--batch", type=int, default=32, help="batch of the large inference and training rows")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, which time-sharing with other processes does not "
+                             "inflate (meaningful with --threads 1 on CPU)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also time ours with its eval shortcuts off (model.set_fast_inference(False))")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, one round")
     args = parser.parse_args(argv)
 
@@ -165,12 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu times CPU work only; use it with --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     batch, repeats = (2, 1) if args.quick else (args.batch, args.repeats)
     tasks = [("inference", 1), ("inference", batch), ("train step", batch)]
 
     print("\n".join(_environment(device, threads)))
     precision = "bf16 autocast" if amp_dtype else "fp32"
-    print(f"device: {device.type}, {precision}, {repeats} rounds per task, median times\n")
+    print(f"device: {device.type}, {precision}, {repeats} rounds per task, median {args.clock} times\n")
     mm, mm_flops = _matmul(device, amp_dtype or torch.float32)
 
     header = (f"{'model':<10} {'task':<11} {'batch':>5} {'contender':<18} {'ms':>9} {'speedup':>8} "
@@ -183,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours, base = ours.to(device), base.to(device)
         macs = count_macs(ours, case.resolution)
         contenders = [(base_label, base), ("cvt-nas", ours)]
+        if args.ablate and hasattr(ours, "set_fast_inference"):
+            contenders.append(("cvt-nas, fast off", copy.deepcopy(ours).set_fast_inference(False)))
         if args.compile:
             contenders.append(("cvt-nas compiled", torch.compile(ours)))
         probe = torch.randn(2, 3, case.resolution, case.resolution, device=device)
@@ -195,14 +269,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             x = torch.randn(b, 3, case.resolution, case.resolution, device=device)
             runners = [_Runner(model, x, task != "inference", amp_dtype) for _, model in contenders]
             for run in runners:  # warm-up (allocator, compile, cudnn autotune)
-                _timed(run, device)
+                for _ in range(1 if device.type == "cpu" else 3):
+                    _timed(run, device)
             times: list[list[float]] = [[] for _ in runners]
             mm_times = []
             for r in range(repeats):
-                mm_times.append(_timed(mm, device))
+                mm_times.append(_timed(mm, device, clock))
                 for k in range(len(runners)):  # rotate the order so neither side always runs first
                     i = (k + r) % len(runners)
-                    times[i].append(_timed(runners[i], device))
+                    times[i].append(_timed(runners[i], device, clock))
             mm_rate = mm_flops / statistics.median(mm_times)
             mm_rates.append(mm_rate)
             flops = 2 * macs * b * (3 if task != "inference" else 1)

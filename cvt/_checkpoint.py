@@ -33,7 +33,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except CheckpointError:
         raise
     except Exception as err:  # corrupt or foreign file: say which and why, in one line
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        reason = (str(err).splitlines() or [type(err).__name__])[0]  # some errors (EOFError) have no text
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
     for key in _CONTAINER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ._errors import ConfigError
 
@@ -97,8 +97,89 @@ def _listify(value: Any) -> Any:
     return value
 
 
+def _image_size(data: dict, default: int) -> int:
+    """``TRAIN.IMAGE_SIZE`` (else ``TEST.IMAGE_SIZE``, else ``default``) of a square input."""
+    size = (data.get("TRAIN") or {}).get("IMAGE_SIZE", (data.get("TEST") or {}).get("IMAGE_SIZE", default))
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ConfigError(f"TRAIN.IMAGE_SIZE = {size!r}: only square inputs are supported, "
+                              f"e.g. [{default}, {default}]")
+        size = size[0]
+    return size
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parsed YAML of ``path``; an unreadable file or bad YAML (with its line) is a one-line ``ConfigError``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+_C = TypeVar("_C", bound="YamlConfig")
+
+
+class YamlConfig:
+    """YAML files for a config class with ``from_dict``/``to_dict`` (``CvTConfig``, ``CCTConfig``)."""
+
+    @classmethod
+    def from_dict(cls: type[_C], data: dict) -> _C:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_yaml(cls: type[_C], path: str | Path) -> _C:
+        """Read a config file; unreadable files, bad YAML and bad content are one-line ``ConfigError``s."""
+        data = read_yaml(path)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def to_yaml(self, path: str | Path | None = None, *, header: str | None = None,
+                extra: dict | None = None) -> str:
+        """Write (and return) the YAML of :meth:`to_dict`.
+
+        Args:
+            path: file to write; None only returns the text.
+            header: text written as ``#`` comment lines above the config (provenance).
+            extra: further top-level sections, e.g. ``{"NAS": {...}}``; the reference ignores them.
+        """
+        import yaml
+
+        class _Dumper(yaml.SafeDumper):
+            pass
+
+        # Lists of scalars inline ([1, 2, 10]) as the reference configs write them; nesting stays inline too.
+        def _list(dumper, data):
+            return dumper.represent_sequence("tag:yaml.org,2002:seq", data,
+                                             flow_style=all(not isinstance(x, dict) for x in data))
+
+        _Dumper.add_representer(list, _list)
+        data = self.to_dict()
+        if extra:
+            data.update(extra)
+        text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120)
+        if header:
+            text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
 @dataclass(frozen=True)
-class CvTConfig:
+class CvTConfig(YamlConfig):
     """A CvT architecture: per-stage lists, some of which may hold per-block lists.
 
     Defaults are CvT-13 at 224x224 (the reference's ``cvt-13-224x224.yaml``).
@@ -316,63 +397,8 @@ class CvTConfig:
         if not isinstance(data, dict) or not isinstance(data.get("MODEL"), dict) or "SPEC" not in data["MODEL"]:
             raise ConfigError("expected a reference CvT config with a MODEL.SPEC section "
                               "(see experiments/cvt/cvt-13-224x224.yaml)")
-        size = (data.get("TRAIN") or {}).get("IMAGE_SIZE", (data.get("TEST") or {}).get("IMAGE_SIZE", 224))
-        if isinstance(size, (list, tuple)):
-            if len(size) != 2 or size[0] != size[1]:
-                raise ConfigError(f"TRAIN.IMAGE_SIZE = {size!r}: only square inputs are supported, e.g. [224, 224]")
-            size = size[0]
-        return cls.from_spec(data["MODEL"]["SPEC"], img_size=size, name=data["MODEL"].get("NAME", "cls_cvt"))
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "CvTConfig":
-        """Read a reference-format experiment YAML (per-stage, or per-block as nested lists)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-        try:
-            return cls.from_dict(data)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-
-    def to_yaml(self, path: str | Path | None = None, *, header: str | None = None,
-                extra: dict | None = None) -> str:
-        """Write (and return) reference-format YAML.
-
-        Args:
-            path: file to write; None only returns the text.
-            header: text written as ``#`` comment lines above the config (provenance).
-            extra: further top-level sections, e.g. ``{"NAS": {...}}``; the reference ignores them.
-        """
-        import yaml
-
-        class _Dumper(yaml.SafeDumper):
-            pass
-
-        # Lists of scalars inline ([1, 2, 10]) as the reference configs write them; nesting stays inline too.
-        def _list(dumper, data):
-            return dumper.represent_sequence("tag:yaml.org,2002:seq", data,
-                                             flow_style=all(not isinstance(x, dict) for x in data))
-
-        _Dumper.add_representer(list, _list)
-        data = self.to_dict()
-        if extra:
-            data.update(extra)
-        text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120)
-        if header:
-            text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return cls.from_spec(data["MODEL"]["SPEC"], img_size=_image_size(data, 224),
+                             name=data["MODEL"].get("NAME", "cls_cvt"))
 
     def arch_id(self) -> str:
         """Short stable hash of the architecture (drop rates and name excluded)."""

@@ -13,6 +13,13 @@ token that bypasses the convolutional projection. Its ``state_dict`` uses the re
 authors' checkpoints load with ``strict=True``; Hugging Face transformers' CvT checkpoints are remapped by
 :meth:`CvT.checkpoint_filter`. Unlike both, every block can have its own heads, MLP ratio and strides,
 which is what the architecture search (CvT-13-NAS, section 4.2) needs.
+
+Speed (same numbers, to fp32 rounding; ``docs/performance.md``): tokens stay channels-last, so the
+(B, H*W, C) sequence and the (B, C, H, W) image the convolutions see are the same memory, never
+transposed copies; attention runs in ``scaled_dot_product_attention``; at eval BatchNorm is folded into
+its depth-wise conv. fp32 CPU inference further runs the linear layers through oneDNN with the MLP
+activation fused in, and large batches in cache-sized slices. :meth:`CvT.set_fast_inference` turns the
+eval-only shortcuts off.
 """
 from __future__ import annotations
 
@@ -26,18 +33,82 @@ from torch import nn
 from ._config import BlockSpec, CvTConfig
 from ._errors import ConfigError
 
-__all__ = ["CvT", "QuickGELU", "ConvEmbed", "ConvProjection", "ConvAttention", "CvTBlock", "CvTStage"]
+__all__ = ["CvT", "QuickGELU", "Linear", "ConvEmbed", "ConvProjection", "ConvAttention", "Mlp", "CvTBlock",
+           "CvTStage"]
+
+# oneDNN's fused linear(+activation) kernel: the one torch.compile's CPU backend emits (inference only).
+_HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# CPU inference runs batches in slices of about this many stage-0 tokens (8 images at 224x224): a slice's
+# activations stay in the caches instead of streaming through memory (1.15x at batch 32 on 1 core).
+_CPU_SLICE_TOKENS = 8 * 56 * 56
+
+
+def _onednn_inference(x: torch.Tensor) -> bool:
+    """True where oneDNN may replace ``F.linear``: fp32 CPU tensors, no autograd, no tracing or autocast."""
+    return (_HAS_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   act: str = "none", algorithm: str = "") -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)
 
 
 class QuickGELU(nn.Module):
     """x * sigmoid(1.702 x): the activation of the reference code (and CLIP)."""
 
+    alpha = 1.702
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return x * torch.sigmoid(self.alpha * x)
 
 
 def _act_layer(name: str) -> type[nn.Module]:
     return QuickGELU if name == "quick_gelu" else nn.GELU
+
+
+TRAIN_ONEDNN = [True]
+
+
+def _onednn_training(x):
+    return (TRAIN_ONEDNN[0] and _HAS_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
+
+
+class _OneDNNLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ weight).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = g.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that runs fp32 CPU inference through oneDNN (no separate bias pass, faster GEMMs)."""
+
+    fast_inference: bool = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_inference and _onednn_inference(x):
+            return _onednn_linear(x, self.weight, self.bias)
+        if _onednn_training(x):
+            return _OneDNNLinearFn.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
 
 class DropPath(nn.Module):
@@ -58,6 +129,11 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def _tokens_to_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """B, H*W, C -> B, C, H, W as a view: row-major tokens are a channels-last image."""
+    return tokens.reshape(tokens.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
 class ConvEmbed(nn.Module):
     """Convolutional token embedding (section 3.1): strided conv, then LayerNorm over channels."""
 
@@ -67,14 +143,16 @@ class ConvEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        x = self.proj(x)  # B, C, H, W
+        # Channels-last in, channels-last out: the conv output already is the token sequence in memory.
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))  # B, C, H, W
         _, _, h, w = x.shape
-        x = self.norm(x.flatten(2).transpose(1, 2))  # B, H*W, C
-        return x, h, w
+        return self.norm(x.flatten(2).transpose(1, 2)), h, w  # B, H*W, C
 
 
 class ConvProjection(nn.Module):
     """Depth-wise conv + BatchNorm of one of Q, K, V (section 3.2, method ``dw_bn``)."""
+
+    fast_inference: bool = True
 
     def __init__(self, dim: int, kernel: int, stride: int, padding: int):
         super().__init__()
@@ -82,7 +160,13 @@ class ConvProjection(nn.Module):
         self.bn = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        if self.training or not self.fast_inference:
+            return self.bn(self.conv(x))
+        # Eval: BatchNorm is a per-channel affine map; folded into the conv it costs no pass of its own.
+        conv, bn = self.conv, self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale,
+                        conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _projection(method: str, dim: int, kernel: int, stride: int, padding: int) -> nn.Module | None:
@@ -114,24 +198,32 @@ class ConvAttention(nn.Module):
                                        spec.stride_q, spec.padding_q)
         self.conv_proj_k = _projection(method, dim, spec.kernel_qkv, spec.stride_kv, spec.padding_kv)
         self.conv_proj_v = _projection(method, dim, spec.kernel_qkv, spec.stride_kv, spec.padding_kv)
-        self.proj_q = nn.Linear(dim, dim, bias=spec.qkv_bias)
-        self.proj_k = nn.Linear(dim, dim, bias=spec.qkv_bias)
-        self.proj_v = nn.Linear(dim, dim, bias=spec.qkv_bias)
+        self.shared_kv_input = method != "dw_bn"  # parameter-free K/V projections give the same tokens
+        self.proj_q = Linear(dim, dim, bias=spec.qkv_bias)
+        self.proj_k = Linear(dim, dim, bias=spec.qkv_bias)
+        self.proj_v = Linear(dim, dim, bias=spec.qkv_bias)
         self.attn_drop = spec.attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(spec.drop)
 
-    def _project(self, conv: nn.Module | None, grid: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
-        tokens = grid.flatten(2).transpose(1, 2) if conv is None else conv(grid).flatten(2).transpose(1, 2)
+    @staticmethod
+    def _project(conv: nn.Module | None, x: torch.Tensor, grid: torch.Tensor,
+                 cls: torch.Tensor | None) -> torch.Tensor:
+        """Tokens of one of Q, K, V before its linear layer: the conv-projected grid, cls in front."""
+        if conv is None:
+            return x  # "linear": the tokens as they are, cls included
+        tokens = conv(grid).flatten(2).transpose(1, 2)  # channels-last conv output: a view
         return tokens if cls is None else torch.cat((cls, tokens), dim=1)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, n, c = x.shape
         cls, tokens = (x[:, :1], x[:, 1:]) if self.with_cls_token else (None, x)
-        grid = tokens.transpose(1, 2).reshape(b, c, h, w)
-        q = self.proj_q(self._project(self.conv_proj_q, grid, cls))
-        k = self.proj_k(self._project(self.conv_proj_k, grid, cls))
-        v = self.proj_v(self._project(self.conv_proj_v, grid, cls))
+        # Contiguous once for all three convolutions (a copy only when a cls token sits in front).
+        grid = _tokens_to_grid(tokens, h, w).contiguous(memory_format=torch.channels_last)
+        q = self.proj_q(self._project(self.conv_proj_q, x, grid, cls))
+        kv_in = self._project(self.conv_proj_k, x, grid, cls)
+        k = self.proj_k(kv_in)
+        v = self.proj_v(kv_in if self.shared_kv_input else self._project(self.conv_proj_v, x, grid, cls))
         # B, T, C -> B, heads, T, C/heads
         q, k, v = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
         drop = self.attn_drop if self.training else 0.0
@@ -147,15 +239,31 @@ class ConvAttention(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> activation -> dropout -> fc2 -> dropout."""
 
+    fast_inference: bool = True
+
     def __init__(self, dim: int, hidden: int, act_layer: type[nn.Module], drop: float):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_inference and _onednn_inference(x):
+            return self._forward_onednn(x)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def _forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation fused into fc1's kernel (inference: dropout is the identity)."""
+        fc1, fc2 = self.fc1, self.fc2
+        if isinstance(self.act, QuickGELU):
+            # x * sigmoid(a x) = silu(a x) / a: fc1 scaled by a feeds oneDNN's fused silu, fc2 takes the 1/a.
+            a = self.act.alpha
+            hidden = _onednn_linear(x, fc1.weight * a, fc1.bias * a, "swish")
+            return _onednn_linear(hidden, fc2.weight * (1.0 / a), fc2.bias)
+        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
+            return _onednn_linear(_onednn_linear(x, fc1.weight, fc1.bias, "gelu", "none"), fc2.weight, fc2.bias)
+        return fc2(self.act(fc1(x)))
 
 
 class CvTBlock(nn.Module):
@@ -187,7 +295,7 @@ class CvTStage(nn.Module):
         self.blocks = nn.ModuleList(CvTBlock(spec, act_layer) for spec in config.blocks(i))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """B, C_in, H, W -> (B, C, H', W') feature map and the (B, 1, C) cls token or None."""
+        """B, C_in, H, W -> (B, C, H', W') channels-last feature map and the (B, 1, C) cls token or None."""
         x, h, w = self.patch_embed(x)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
@@ -197,7 +305,7 @@ class CvTStage(nn.Module):
         cls = None
         if self.cls_token is not None:
             cls, x = x[:, :1], x[:, 1:]
-        return x.transpose(1, 2).reshape(x.shape[0], -1, h, w), cls
+        return _tokens_to_grid(x, h, w), cls
 
 
 class CvT(nn.Module):
@@ -213,6 +321,8 @@ class CvT(nn.Module):
         torch.Size([1, 10])
     """
 
+    fast_inference: bool = True
+
     def __init__(self, config: CvTConfig | None = None, num_classes: int = 1000):
         super().__init__()
         self.config = config = config or CvTConfig()
@@ -227,7 +337,7 @@ class CvT(nn.Module):
             in_chans = config.embed_dims[i]
         self.num_features = config.embed_dims[-1]
         self.norm = nn.LayerNorm(self.num_features)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
     @property
@@ -258,8 +368,31 @@ class CvT(nn.Module):
                 m.fused = enabled
         return self
 
+    def set_fast_inference(self, enabled: bool) -> "CvT":
+        """Switch the eval-only shortcuts (BatchNorm folding; on fp32 CPU: oneDNN linears, batch slices).
+
+        Off, eval runs op for op as in training mode; the outputs agree to fp32 rounding either way.
+        """
+        for m in self.modules():
+            if isinstance(m, (CvT, Linear, ConvProjection, Mlp)):
+                m.fast_inference = enabled
+        return self
+
+    def _slice_size(self, x: torch.Tensor) -> int:
+        """Images per slice of a CPU inference batch (the whole batch elsewhere)."""
+        if self.training or torch.is_grad_enabled() or not self.fast_inference or x.device.type != "cpu":
+            return x.shape[0]
+        stride = self.config.patch_stride[0]
+        return max(1, _CPU_SLICE_TOKENS // max(1, (x.shape[-2] // stride) * (x.shape[-1] // stride)))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """B, C, H, W -> B, num_features (normalised cls token, or mean of normalised tokens)."""
+        size = self._slice_size(x)
+        if size < x.shape[0]:  # every op is per image at eval, so slicing changes nothing but speed
+            return torch.cat([self._forward_features(part) for part in x.split(size)])
+        return self._forward_features(x)
+
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
         cls = None
         for stage in self.stages:
             x, cls = stage(x)
@@ -278,7 +411,7 @@ class CvT(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             nn.init.trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)

@@ -174,7 +174,7 @@ def _summary(*args: str) -> subprocess.CompletedProcess:
 def test_summary_command_reports_params_and_macs():
     out = _summary("cvt_13")
     assert out.returncode == 0, out.stderr
-    assert "19,997,480" in out.stdout and "4.566G" in out.stdout
+    assert "19,997,480" in out.stdout and "4.5661G" in out.stdout
 
 
 @pytest.mark.parametrize("args, message", [

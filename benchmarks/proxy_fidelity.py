@@ -1,0 +1,172 @@
+"""Proxy fidelity: how well cheap accuracy estimates rank architectures, against 4x longer training.
+
+For architectures sampled from search spaces (``cvt13-nas``, and ``cct`` when registered), it measures
+
+* (a) the default proxy: ``train_proxy`` with ``ProxyConfig()`` (what the search uses),
+* (b) every training-free score in ``nas.proxy.zero_cost`` (and parameter / MAC counts as baselines),
+* (c) the reference: the same training ``--long-factor`` (4) times longer (epochs x 4, same data),
+
+and prints Kendall tau and Spearman rho of (a) and (b) against (c), per space and overall, with the time
+each costs per candidate. Results go to ``--out`` (JSON) after every architecture; rerunning with the
+same ``--out`` skips the architectures already done, so a long run can be resumed.
+
+    python benchmarks/proxy_fidelity.py --quick --out /tmp/fidelity-quick.json      # smoke run, minutes
+    python benchmarks/proxy_fidelity.py --archs 12 --out fidelity.json              # full: ~1 h, quiet machine
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cvt  # noqa: E402,F401  (first: makes torchvision, hence timm, importable on CPU torch)
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from nas._cli import ArgumentParser, run_main  # noqa: E402
+from nas.cost import analytic_macs, analytic_params  # noqa: E402
+from nas.data import load_dataset  # noqa: E402
+from nas.proxy import ProxyConfig, TrainingFailed, proxy_model_config, train_proxy, zero_cost  # noqa: E402
+from search_spaces import get_space, list_spaces  # noqa: E402
+
+QUICK = {"epochs": 1, "train_subset": 256, "val_subset": 256, "width_mult": 0.25}
+
+
+def sample_architectures(space_name: str, count: int, seed: int) -> list[Any]:
+    """``count`` distinct configs drawn uniformly from the space (Optuna's random sampler, seeded)."""
+    space = get_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs: dict[str, Any] = {}
+    for _ in range(50 * count):
+        if len(configs) == count:
+            break
+        config = space.decode(space.sample(study.ask()))
+        configs.setdefault(config.arch_id(), config)
+    return list(configs.values())
+
+
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> dict[str, Any]:
+    """Every predictor and the reference for one architecture."""
+    trained = proxy_model_config(config, proxy, in_chans=dataset.in_chans)
+    row: dict[str, Any] = {"values": {}, "seconds": {}}
+    for name, fn in (("params", lambda: analytic_params(trained, num_classes=dataset.num_classes)),
+                     ("macs", lambda: analytic_macs(trained, proxy.resolution, num_classes=dataset.num_classes))):
+        row["values"][name], row["seconds"][name] = _timed(fn)
+    for name in zero_cost.SCORES:
+        row["values"][name], row["seconds"][name] = _timed(zero_cost.score, name, config, dataset, proxy)
+    for name, settings in (("proxy", proxy), ("long", proxy.replace(epochs=proxy.epochs * long_factor))):
+        try:
+            result = train_proxy(config, dataset, settings)
+            row["values"][name], row["seconds"][name] = result.accuracy, result.wall_time_s
+        except TrainingFailed as err:  # recorded, and left out of the correlations
+            row["values"][name], row["seconds"][name] = float("nan"), float("nan")
+            row.setdefault("failures", {})[name] = err.reason
+    return row
+
+
+def rank_correlations(rows: list[dict[str, Any]], predictor: str) -> tuple[float, float, int]:
+    """Kendall tau and Spearman rho of ``predictor`` against the long training, and the count used."""
+    from scipy.stats import kendalltau, spearmanr
+
+    pairs = [(r["values"][predictor], r["values"]["long"]) for r in rows]
+    pairs = [(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
+    if len(pairs) < 3:
+        return float("nan"), float("nan"), len(pairs)
+    xs, ys = zip(*pairs)
+    return float(kendalltau(xs, ys).statistic), float(spearmanr(xs, ys).statistic), len(pairs)
+
+
+def print_tables(rows: list[dict[str, Any]], long_factor: int) -> None:
+    predictors = ["proxy", *zero_cost.SCORES, "params", "macs"]
+    print("\n| space | arch | MACs | params | proxy acc % | long acc % | "
+          + " | ".join(zero_cost.SCORES) + " |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(zero_cost.SCORES))
+    for r in rows:
+        v = r["values"]
+        print(f"| {r['space']} | {r['arch_id']} | {v['macs'] / 1e6:.1f}M | {v['params'] / 1e6:.2f}M | "
+              f"{v['proxy']:.1f} | {v['long']:.1f} | " + " | ".join(f"{v[s]:.3g}" for s in zero_cost.SCORES) + " |")
+    groups = {"all": rows}
+    if len({r["space"] for r in rows}) > 1:
+        groups.update({space: [r for r in rows if r["space"] == space] for space in sorted({r["space"] for r in rows})})
+    print(f"\nRank agreement with {long_factor}x longer training (Kendall tau / Spearman rho, n architectures)")
+    print("| predictor | " + " | ".join(groups) + " | seconds per candidate (median) |")
+    print("|---|" + "---:|" * (len(groups) + 1))
+    for name in predictors + ["long"]:
+        cells = []
+        for group in groups.values():
+            if name == "long":
+                cells.append("reference")
+                continue
+            tau, rho, n = rank_correlations(group, name)
+            cells.append(f"{tau:+.2f} / {rho:+.2f} (n={n})")
+        seconds = statistics.median(r["seconds"][name] for r in rows)
+        label = {"proxy": "proxy training", "long": f"{long_factor}x longer training"}.get(name, name)
+        print(f"| {label} | " + " | ".join(cells) + f" | {seconds:.3g} |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="auto", help="dataset name (see docs/data.md); default auto")
+    parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
+    parser.add_argument("--space", action="append", default=None,
+                        help="search space to sample (repeatable); default cvt13-nas, plus cct when registered")
+    parser.add_argument("--archs", type=int, default=12, help="architectures per space (default 12)")
+    parser.add_argument("--long-factor", type=int, default=4, help="reference training = this many x epochs")
+    parser.add_argument("--seed", type=int, default=0, help="architecture sampling seed (proxy seed stays 0)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results file (resumed when it exists)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: 4 archs per space, proxy {QUICK}")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.archs = min(args.archs, 4)
+    spaces = args.space or ["cvt13-nas"] + (["cct"] if "cct" in list_spaces() else [])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    dataset = load_dataset(args.data, args.data_dir)
+    proxy = ProxyConfig(device=args.device, threads=args.threads, **(QUICK if args.quick else {}))
+    print(f"dataset: {dataset.name} ({dataset.description.get('source')}); proxy: {proxy.to_dict()}", flush=True)
+    for warning in dataset.description["warnings"]:
+        print(f"WARNING: {warning}", flush=True)
+    done: dict[str, dict[str, Any]] = {}
+    if args.out is not None and args.out.is_file():
+        saved = json.loads(args.out.read_text())
+        if saved["proxy"] == proxy.to_dict() and saved["long_factor"] == args.long_factor:
+            done = {r["space"] + "/" + r["arch_id"]: r for r in saved["rows"]}
+            print(f"resuming: {len(done)} architecture(s) already in {args.out}")
+    rows = []
+    for space in spaces:
+        for i, config in enumerate(sample_architectures(space, args.archs, args.seed)):
+            key = f"{space}/{config.arch_id()}"
+            row = done.get(key)
+            if row is None:
+                row = {"space": space, "arch_id": config.arch_id(), "config": config.to_dict(),
+                       **measure(config, dataset, proxy, args.long_factor)}
+            rows.append(row)
+            v = row["values"]
+            print(f"{space} {i + 1}/{args.archs} {row['arch_id']}: proxy {v['proxy']:.1f}% "
+                  f"({row['seconds']['proxy']:.0f} s), long {v['long']:.1f}% ({row['seconds']['long']:.0f} s)"
+                  + "".join(f"  FAILED {k}: {m}" for k, m in row.get("failures", {}).items()), flush=True)
+            if args.out is not None:
+                args.out.write_text(json.dumps({
+                    "dataset": dataset.description, "proxy": proxy.to_dict(), "long_factor": args.long_factor,
+                    "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+    print_tables(rows, args.long_factor)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,125 @@
+"""``ProxyConfig``: how a candidate is trained briefly to estimate its accuracy (validated, recorded)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from cvt import UserError
+
+__all__ = ["ProxyConfig", "GPU_DEFAULTS"]
+
+# Overrides of the CPU defaults for a GPU (see docs/performance.md, "Proxy training"): the whole
+# training set, larger batches and more epochs, which a GPU affords in about the CPU trial's time.
+GPU_DEFAULTS: dict[str, Any] = {"device": "cuda", "epochs": 10, "train_subset": None, "val_subset": None,
+                                "batch_size": 256, "lr": 2e-3, "warmup_epochs": 1.0}
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Settings of one proxy training; defaults fit a CvT-13-sized candidate in about 60 s on 2 CPU cores.
+
+    The budget is ``epochs`` passes over the training subset, or exactly ``steps`` optimizer steps when
+    ``steps`` is set; either way the model is evaluated (and ``report`` called) after every epoch.
+
+    Example:
+        >>> ProxyConfig(epochs=1, train_subset=512).to_dict()["train_subset"]
+        512
+    """
+
+    # Budget.
+    epochs: int = 2
+    steps: int | None = None  # optimizer steps instead of epochs (evaluation still per epoch and at the end)
+    # Data.
+    resolution: int = 32  # CvT at 32x32: token grids 8x8, 4x4, 2x2
+    train_subset: int | None = 3000  # class-balanced training images; None = all
+    val_subset: int | None = 1000  # class-balanced validation images; None = all
+    classes: int | tuple[int, ...] | None = None  # first k classes, or these indices; None = all
+    # Optimisation (AdamW, linear warm-up then cosine to 1% of lr, per step).
+    batch_size: int = 64  # small batches: more steps in a short budget
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # mixup alpha; off by default: it slows learning in a 2-epoch budget
+    cutmix: float = 0.0  # cutmix alpha
+    # Model.
+    width_mult: float = 1.0  # scales every stage's width (kept divisible by its head counts)
+    # Execution.
+    seed: int = 0  # model init, subsets, batch order, augmentation: same seed, same accuracy (CPU)
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    threads: int | None = None  # CPU threads during training; None = the cores this process may use
+    amp: bool = True  # bf16 autocast, on CUDA only
+    channels_last: bool = True  # on CUDA only
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classes, list):
+            object.__setattr__(self, "classes", tuple(self.classes))
+        self._check_int("epochs", 1)
+        self._check_int("steps", 1, optional=True)
+        self._check_int("resolution", 8)
+        self._check_int("train_subset", 2, optional=True)
+        self._check_int("val_subset", 1, optional=True)
+        self._check_int("batch_size", 2)
+        self._check_int("eval_batch_size", 1)
+        self._check_int("seed", 0)
+        self._check_int("threads", 1, optional=True)
+        for name in ("lr", "width_mult"):
+            self._check_number(name, positive=True)
+        for name in ("weight_decay", "warmup_epochs", "mixup", "cutmix"):
+            self._check_number(name, positive=False)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"proxy label_smoothing = {self.label_smoothing!r}: expected a value in [0, 1)")
+        if self.classes is not None:
+            ok = (self.classes >= 2) if _is_int(self.classes) else (
+                isinstance(self.classes, tuple) and len(self.classes) >= 2 and all(_is_int(c) for c in self.classes))
+            if not ok:
+                raise UserError(f"proxy classes = {self.classes!r}: give a class count >= 2 or a list of at least "
+                                f"2 class indices")
+        if not isinstance(self.device, str) or not self.device:
+            raise UserError(f"proxy device = {self.device!r}: use auto, cpu, cuda or cuda:N")
+
+    def _check_int(self, name: str, minimum: int, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not _is_int(value) or value < minimum:
+            none = " or null" if optional else ""
+            raise UserError(f"proxy {name} = {value!r}: expected an integer >= {minimum}{none}")
+
+    def _check_number(self, name: str, positive: bool) -> None:
+        value = getattr(self, name)
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+        if bad or (value <= 0 if positive else value < 0):
+            raise UserError(f"proxy {name} = {value!r}: expected a number {'> 0' if positive else '>= 0'}")
+
+    @classmethod
+    def for_device(cls, device: str = "cpu", **overrides: Any) -> "ProxyConfig":
+        """The defaults for ``device`` ("cpu" or "cuda[:N]"), with ``overrides`` applied."""
+        base = dict(GPU_DEFAULTS, device=device) if device.startswith("cuda") else {"device": device}
+        return cls(**{**base, **overrides})
+
+    def replace(self, **changes: Any) -> "ProxyConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable settings (recorded with every result)."""
+        data = dataclasses.asdict(self)
+        if isinstance(self.classes, tuple):
+            data["classes"] = list(self.classes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProxyConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown proxy setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,109 @@
+"""What proxy training and training-free scores share: device, threads, seeding, the proxy model."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+import cvt
+from cvt import ConfigError, UserError
+
+from ..data import Dataset
+from ._config import ProxyConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; other names are checked against this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"proxy device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"proxy device {name!r}: this machine has no CUDA GPU (torch {torch.__version__}); "
+                        f"use --device cpu")
+    return device
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def seeded_run(proxy: ProxyConfig, device: torch.device) -> Iterator[int]:
+    """Fixed thread count and torch's global RNG seeded from ``proxy.seed``; both restored afterwards.
+
+    Model initialisation and drop-path draw from torch's global generator, so the run forks it rather
+    than re-seeding the caller's stream. Yields the thread count used.
+    """
+    threads = proxy.threads or default_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(proxy.seed)
+            yield threads
+    finally:
+        torch.set_num_threads(previous)
+
+
+def scale_width(config: Any, mult: float) -> Any:
+    """``config`` with every stage's width times ``mult``, rounded to a multiple of that stage's head counts."""
+    if mult == 1.0:
+        return config
+
+    def fit(dim: int, heads: tuple[int, ...]) -> int:
+        unit = math.lcm(*(int(h) for h in heads))
+        return max(unit, round(dim * mult / unit) * unit)
+
+    if hasattr(config, "embed_dims"):  # CvT: one width per stage, heads per stage or per block
+        dims = tuple(fit(d, config.stage_values("num_heads", i)) for i, d in enumerate(config.embed_dims))
+        return config.replace(embed_dims=dims)
+    if hasattr(config, "embed_dim"):  # CCT: one width, heads per model or per layer
+        heads = config.num_heads if isinstance(config.num_heads, tuple) else (config.num_heads,)
+        return config.replace(embed_dim=fit(config.embed_dim, heads),
+                              conv_channels=max(1, round(config.conv_channels * mult)))
+    raise ConfigError(f"width_mult needs a config with embed_dims or embed_dim, not {type(config).__name__}")
+
+
+def proxy_model_config(model_config: Any, proxy: ProxyConfig, *, in_chans: int) -> Any:
+    """The config actually trained: width multiplier, the dataset's channels, the proxy resolution."""
+    config = scale_width(model_config, proxy.width_mult)
+    changes: dict[str, Any] = {"in_chans": in_chans}
+    if hasattr(config, "img_size"):  # CCT sizes its position embedding from it
+        changes["img_size"] = proxy.resolution
+    return config.replace(**changes)
+
+
+def build_proxy_model(model: Any, dataset: Dataset, proxy: ProxyConfig) -> nn.Module:
+    """A fresh model for ``dataset`` from a config, or ``model`` itself when it is already a module."""
+    if isinstance(model, nn.Module):
+        if proxy.width_mult != 1.0:
+            raise UserError("width_mult applies to model configs only; build the module at the width you want")
+        return model
+    config = proxy_model_config(model, proxy, in_chans=dataset.in_chans)
+    return cvt.build_model(config, num_classes=dataset.num_classes)
+
+
+def select_data(dataset: Dataset, proxy: ProxyConfig, *, subsets: bool = True) -> Dataset:
+    """The classes, subsets and resolution the proxy asks for (subsets skipped when ``subsets`` is False)."""
+    return dataset.select(classes=proxy.classes, train_subset=proxy.train_subset if subsets else None,
+                          val_subset=proxy.val_subset if subsets else None, resolution=proxy.resolution,
+                          seed=proxy.seed)
+
+
+def normalize(images: torch.Tensor, dataset: Dataset) -> torch.Tensor:
+    """uint8 images -> float, standardised with the dataset's channel statistics."""
+    mean = torch.tensor(dataset.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(dataset.std, device=images.device).view(1, -1, 1, 1)
+    return (images.float().div_(255) - mean).div_(std)

@@ -1,0 +1,264 @@
+"""Evaluating one candidate: decode -> cost (before anything else) -> train only if within budget.
+
+:class:`Evaluator` is backend-neutral (the Optuna worker loop and a Ray Tune trainable both use it);
+:class:`OptunaObjective` is the Optuna glue: it samples through the space, records everything on the
+trial (``_records.py``) and sets one ``trial.set_constraint`` value per budget so the sampler learns
+where the budget boundary is.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from cvt import UserError
+
+from ._config import SearchConfig
+from ._records import cost_attrs, objective_values, training_attrs
+from ._rundir import DeviceLock
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Cost", "Evaluator", "OptunaObjective", "resolve_train_device"]
+
+
+@dataclass
+class Cost:
+    """What an architecture costs at the deployment setting, and by how much it exceeds each budget."""
+
+    arch_id: str
+    macs: int
+    params: int
+    resolution: int
+    latency_ms: float | None = None
+    latency_iqr_ms: float | None = None
+    latency_device: str | None = None  # the device it was measured on (or predicted for)
+    latency_source: str | None = None  # "measured" or "predicted"
+    violations: dict[str, float] = field(default_factory=dict)  # budget kind -> (cost - budget) / budget
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.violations.values())
+
+
+def resolve_train_device(spec: str, worker: int) -> str:
+    """``auto`` -> this worker's GPU if any, else ``cpu``; ``cuda`` -> ``cuda:<worker mod GPUs>``."""
+    import torch
+
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda":
+        return f"cuda:{worker % max(1, torch.cuda.device_count())}"
+    return spec
+
+
+class Evaluator:
+    """Costs and proxy-trains candidates of one search, in one worker.
+
+    Args:
+        config: the search.
+        run_dir: where the device locks live.
+        worker: this worker's index (picks its GPU; its CPU-thread share is ``threads / workers``).
+        dataset: an already loaded :class:`nas.data.Dataset` (loaded lazily otherwise).
+        resolution: deployment resolution for costs (the space's own when None).
+    """
+
+    def __init__(self, config: SearchConfig, run_dir: Path, *, worker: int = 0, dataset: Any = None,
+                 resolution: int | None = None):
+        from search_spaces import get_space
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.worker = worker
+        self.space = get_space(config.space)
+        self.budgets = config.budgets
+        self.resolution = resolution or config.resolution
+        self.train_device = resolve_train_device(config.train_device, worker)
+        total = config.threads or os.cpu_count() or 1
+        self.threads = max(1, total // config.workers)
+        self._dataset = dataset
+        self._predictor = None
+        self._locks: dict[str, DeviceLock] = {}
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            from nas.data import load_dataset
+
+            self._dataset = load_dataset(self.config.data, self.config.data_dir, seed=self.config.seed)
+        return self._dataset
+
+    def proxy_config(self):
+        """This worker's :class:`nas.proxy.ProxyConfig` (the search's overrides, seed, device, threads)."""
+        from nas.proxy import ProxyConfig
+
+        # GPU workers start from the trainer's GPU defaults; the search's own settings override them.
+        return ProxyConfig.for_device(self.train_device, **{**self.config.proxy, "seed": self.config.seed,
+                                                             "threads": self.threads})
+
+    def device_lock(self, device: str) -> DeviceLock:
+        key = "cpu" if device.startswith("cpu") else device
+        if key not in self._locks:
+            self._locks[key] = DeviceLock(self.run_dir, key)
+        return self._locks[key]
+
+    def decode(self, params: dict[str, Any]):
+        """Sampled parameters -> validated model config."""
+        return self.space.decode(params)
+
+    # ------------------------------------------------------------------ cost
+    def cost(self, model_config) -> Cost:
+        """MACs and params analytically, then latency only if the cheap costs are within budget."""
+        from nas.cost import analytic_macs, analytic_params
+
+        resolution = self.resolution or model_config.img_size
+        cost = Cost(arch_id=model_config.arch_id(), resolution=resolution,
+                    macs=int(analytic_macs(model_config, resolution, num_classes=self.config.num_classes)),
+                    params=int(analytic_params(model_config, num_classes=self.config.num_classes)))
+        for kind, value in (("macs", cost.macs), ("params", cost.params)):
+            if kind in self.budgets:
+                cost.violations[kind] = _violation(value, self.budgets[kind].value)
+        if self.config.uses_latency:
+            if cost.feasible or self.config.latency == "predicted":
+                cost.latency_ms, cost.latency_iqr_ms, cost.latency_device, cost.latency_source = \
+                    self.latency(model_config, resolution)
+            if "latency" in self.budgets:
+                # Not measured because a cheaper budget already failed: that budget decides.
+                cost.violations["latency"] = (0.0 if cost.latency_ms is None else
+                                              _violation(cost.latency_ms, self.budgets["latency"].value * 1e3))
+        return cost
+
+    def latency(self, model_config, resolution: int) -> tuple[float, float | None, str, str]:
+        """(median ms, IQR ms or None, device name, "measured" | "predicted") at the search's settings.
+
+        A measurement takes the device exclusively: no proxy training of any worker runs on it meanwhile.
+        """
+        c = self.config
+        if c.latency == "predicted":
+            if self._predictor is None:
+                from nas.cost import LatencyPredictor
+
+                self._predictor = LatencyPredictor.load(c.latency_predictor)
+            return float(self._predictor.predict(model_config)), None, self._predictor.device_name or c.device, \
+                "predicted"
+        from nas.cost import measure_latency
+
+        # Before the run directory exists (preflight) no worker can be training.
+        lock = self.device_lock(c.device).exclusive() if self.run_dir.is_dir() else contextlib.nullcontext()
+        with lock:
+            result = measure_latency(model_config, device=c.device, batch_size=c.batch_size, resolution=resolution,
+                                     dtype=c.dtype, threads=c.latency_threads or os.cpu_count(),
+                                     num_classes=c.num_classes)
+        return float(result.median_ms), float(result.iqr_ms), result.device_name, "measured"
+
+    def constraints(self, cost: Cost) -> dict[str, float]:
+        """One constraint value per budget (<= 0: within budget), for ``trial.set_constraint``."""
+        return {f"{kind}_budget": v for kind, v in cost.violations.items()}
+
+    def values(self, cost: Cost, accuracy: float | None) -> list[float]:
+        """Objective values in ``config.objective_names`` order.
+
+        An untrained candidate gets accuracy 0 and an unmeasured latency ``inf``: both only matter to
+        samplers for infeasible trials, which they rank by constraint violation, never by these values.
+        """
+        return objective_values(self.config.objective_names, accuracy=accuracy, macs=cost.macs,
+                                params=cost.params, latency_ms=cost.latency_ms)
+
+    # ------------------------------------------------------------------ training
+    def train(self, model_config, report: Callable[[int, float], Any] | None = None):
+        """Proxy-train a candidate; holds its training device shared, yielding to latency measurement
+        at every epoch boundary. Raises ``nas.proxy.TrainingFailed`` on NaN loss or out of memory."""
+        from nas.proxy import train_proxy
+
+        lock = self.device_lock(self.train_device)
+        with lock.shared():
+            def on_epoch(epoch: int, accuracy: float):
+                lock.epoch_boundary()
+                return report(epoch, accuracy) if report is not None else None
+
+            return train_proxy(model_config, self.dataset, self.proxy_config(), report=on_epoch)
+
+    def close(self) -> None:
+        for lock in self._locks.values():
+            lock.close()
+
+
+def _violation(value: float, limit: float) -> float:
+    return (float(value) - float(limit)) / float(limit)
+
+
+class OptunaObjective:
+    """``values = objective(trial)``: sample, cost, constrain, and train only what fits.
+
+    Args:
+        evaluator: the worker's :class:`Evaluator`.
+        find_trained: ``arch_id -> (trial number, values) | None``, to reuse an earlier training of the
+            same architecture instead of training it again.
+        on_epoch: called after every proxy epoch (progress display).
+    """
+
+    def __init__(self, evaluator: Evaluator, find_trained: Callable[[str], tuple[int, list[float]] | None],
+                 on_epoch: Callable[[], None] | None = None):
+        self.evaluator = evaluator
+        self.find_trained = find_trained
+        self.on_epoch = on_epoch
+
+    def __call__(self, trial: "optuna.Trial") -> list[float]:
+        model_config, cost, values = self.prepare(trial)
+        if values is not None:
+            return values
+
+        def report(epoch: int, accuracy: float) -> None:
+            if self.on_epoch is not None:
+                self.on_epoch()
+
+        return self.record_training(trial, cost, self.evaluator.train(model_config, report))
+
+    def prepare(self, trial: "optuna.Trial") -> tuple[Any, Cost, list[float] | None]:
+        """Sample, cost, constrain and record; the Ray backend calls this in its driver.
+
+        Returns:
+            ``(model_config, cost, values)``: ``values`` when the trial ends here untrained (over budget,
+            duplicate), else None and the trial is marked as training.
+        """
+        ev = self.evaluator
+        params = ev.space.sample(trial)
+        trial.set_user_attr("worker", ev.worker)
+        trial.set_user_attr("phase", "sampled")
+        model_config = ev.decode(params)
+        cost = ev.cost(model_config)
+        for name, value in ev.constraints(cost).items():
+            trial.set_constraint(name, value)
+        for key, value in cost_attrs(cost).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("model_config", model_config.to_dict())
+        trial.set_user_attr("model_family", type(model_config).__name__)
+        if not cost.feasible:
+            self._finish(trial, "over_budget")
+            return model_config, cost, ev.values(cost, None)
+        earlier = self.find_trained(cost.arch_id)
+        if earlier is not None:
+            trial.set_user_attr("duplicate_of", earlier[0])
+            self._finish(trial, "duplicate")
+            return model_config, cost, list(earlier[1])
+        trial.set_user_attr("phase", "training")
+        return model_config, cost, None
+
+    def record_training(self, trial: "optuna.Trial", cost: Cost, result: Any) -> list[float]:
+        """Record a finished proxy training (a :class:`nas.proxy.ProxyResult`); the objective values."""
+        if not math.isfinite(result.accuracy):
+            raise UserError(f"proxy training returned accuracy {result.accuracy}")
+        for key, value in training_attrs(result).items():
+            trial.set_user_attr(key, value)
+        self._finish(trial, "trained")
+        return self.evaluator.values(cost, result.accuracy)
+
+    @staticmethod
+    def _finish(trial: "optuna.Trial", status: str) -> None:
+        trial.set_user_attr("phase", "done")
+        trial.set_user_attr("status", status)  # last: a trial killed before this is re-run on --resume

@@ -1,0 +1,168 @@
+"""Run-directory outputs: ``trials.csv``, ``pareto.csv``, ``pareto.png``, ``history.png`` (+ HTML).
+
+Everything is derived from the study's trials (``_records.trial_row``), so the outputs can be rebuilt
+at any time, e.g. by ``python -m nas.export`` on a run that was killed before it wrote them.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._records import CSV_COLUMNS, pareto_rows, trial_row
+
+__all__ = ["study_rows", "write_outputs"]
+
+_log = logging.getLogger(__name__)
+
+# Cost column -> (axis label, scale).
+_AXES = {"macs": ("GMACs", 1e-9), "params": ("parameters (M)", 1e-6), "latency_ms": ("latency (ms)", 1.0)}
+_BUDGET_COLUMN = {"macs": "macs", "params": "params", "latency": "latency_ms"}
+_OBJECTIVE = {column: objective for objective, column in _BUDGET_COLUMN.items()}
+
+
+def study_rows(study: Any) -> list[dict[str, Any]]:
+    """One row per trial (WAITING trials, i.e. queued and not started, are left out)."""
+    return [trial_row(t) for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    extra = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS) + extra)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def write_outputs(rows: list[dict[str, Any]], run_dir: Path, objectives: Sequence[str],
+                  budgets: dict[str, Any], resolution: int | None = None) -> dict[str, Path]:
+    """Write the CSVs and plots; returns name -> path of what was written."""
+    run_dir = Path(run_dir)
+    front = pareto_rows(rows, objectives)
+    written = {"trials.csv": run_dir / "trials.csv", "pareto.csv": run_dir / "pareto.csv"}
+    _write_csv(written["trials.csv"], rows)
+    _write_csv(written["pareto.csv"], front)
+    limits = {_BUDGET_COLUMN[k]: float(b.value) * (1e3 if k == "latency" else 1.0) for k, b in budgets.items()}
+    costs = [c for c in _AXES if any(r.get(c) is not None for r in rows)]
+    if costs:
+        written.update(_plot_png(rows, front, costs, limits, run_dir, resolution, objectives))
+        written.update(_plot_html(rows, front, costs, limits, run_dir))
+    return written
+
+
+def _points(rows, col):
+    scale = _AXES[col][1]
+    trained = [(r[col] * scale, r["accuracy"], r["number"]) for r in rows
+               if r["status"] == "trained" and r.get(col) is not None and r["accuracy"] is not None]
+    over = [r[col] * scale for r in rows if r["status"] == "over_budget" and r.get(col) is not None
+            and math.isfinite(r[col])]
+    return trained, over
+
+
+def _label_axes(ax, xlabel: str, legend: str = "lower right") -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("proxy top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc=legend)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), squeeze=False)
+    for ax, col in zip(axes[0], costs):
+        label, scale = _AXES[col]
+        trained, over = _points(rows, col)
+        # Zoom on the trained candidates and the budget; samples far over budget are counted, not drawn.
+        xs = [p[0] for p in trained] + ([limits[col] * scale] if col in limits else [])
+        span = (min(xs), max(xs)) if xs else None
+        beyond = 0
+        if span:
+            pad = 0.08 * ((span[1] - span[0]) or span[1] or 1.0)
+            span = (span[0] - pad, span[1] + pad)
+            beyond = sum(not span[0] <= x <= span[1] for x in over)
+            over = [x for x in over if span[0] <= x <= span[1]]
+        if trained:
+            ax.scatter([p[0] for p in trained], [p[1] for p in trained], s=18, c="0.6", label="trained")
+        pts = sorted((r[col] * scale, r["accuracy"], r["number"]) for r in front if r.get(col) is not None)
+        if pts:
+            # A line only where the front lives in this plane: accuracy against this one cost.
+            style = "o-" if tuple(objectives) == ("accuracy", _OBJECTIVE[col]) else "o"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, c="tab:red", ms=5, label="Pareto front")
+            for x, y, n in pts:
+                ax.annotate(f"t{n}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        if over or beyond:  # never trained, so no accuracy: shown as ticks under the axis
+            more = f", {beyond} more off the axis" if beyond else ""
+            ax.plot(over, [0.0] * len(over), "|", c="tab:blue", ms=10, transform=ax.get_xaxis_transform(),
+                    label=f"over budget (not trained){more}")
+        if col in limits:
+            ax.axvline(limits[col] * scale, ls="--", c="k", lw=1, label="budget")
+        if span:
+            ax.set_xlim(*span)
+        where = f" at {resolution}x{resolution}" if resolution and col != "params" else ""
+        _label_axes(ax, label + where)
+    _save(fig, run_dir / "pareto.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    trained = [(r["number"], r["accuracy"]) for r in rows if r["status"] == "trained" and r["accuracy"] is not None]
+    if trained:
+        ax.scatter(*zip(*trained), s=18, c="0.5", label="trained trial")
+        best, line = -math.inf, []
+        for n, a in trained:
+            best = max(best, a)
+            line.append((n, best))
+        ax.step(*zip(*line), where="post", c="tab:red", label="best so far")
+    for status, marker, color in (("over_budget", "|", "tab:blue"), ("failed", "x", "tab:orange")):
+        numbers = [r["number"] for r in rows if r["status"] == status]
+        if numbers:  # no accuracy: marked under the axis
+            ax.plot(numbers, [0.0] * len(numbers), marker, c=color, ms=8, transform=ax.get_xaxis_transform(),
+                    label=status.replace("_", " ") + (" (not trained)" if status == "over_budget" else ""))
+    _label_axes(ax, "trial number", legend="best")
+    _save(fig, run_dir / "history.png")
+    return {"pareto.png": run_dir / "pareto.png", "history.png": run_dir / "history.png"}
+
+
+def _plot_html(rows, front, costs, limits, run_dir: Path) -> dict[str, Path]:
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:  # plotly is optional (the "plot" extra)
+        return {}
+    fig = make_subplots(rows=1, cols=len(costs), shared_yaxes=True)
+    on_front = {r["number"] for r in front}
+    for i, col in enumerate(costs, start=1):
+        label, scale = _AXES[col]
+        trained = [r for r in rows if r["status"] == "trained" and r.get(col) is not None]
+        for name, subset, color in (("trained", [r for r in trained if r["number"] not in on_front], "gray"),
+                                    ("Pareto front", [r for r in trained if r["number"] in on_front], "red")):
+            fig.add_trace(go.Scatter(
+                x=[r[col] * scale for r in subset], y=[r["accuracy"] for r in subset], mode="markers",
+                marker={"color": color}, name=name, legendgroup=name, showlegend=i == 1,
+                text=[f"trial {r['number']} ({r['arch_id']})" for r in subset]), row=1, col=i)
+        if col in limits:
+            fig.add_vline(x=limits[col] * scale, line_dash="dash", row=1, col=i)
+        fig.update_xaxes(title_text=label, row=1, col=i)
+    fig.update_yaxes(title_text="proxy top-1 accuracy (%)", row=1, col=1)
+    # One shared copy of plotly.js next to the pages: they open offline.
+    fig.write_html(run_dir / "pareto.html", include_plotlyjs="directory")
+    trained = [r for r in rows if r["status"] == "trained" and r["accuracy"] is not None]
+    hist = go.Figure(go.Scatter(x=[r["number"] for r in trained], y=[r["accuracy"] for r in trained],
+                                mode="markers", name="trained trial"))
+    hist.update_layout(xaxis_title="trial number", yaxis_title="proxy top-1 accuracy (%)")
+    hist.write_html(run_dir / "history.html", include_plotlyjs="directory")
+    return {"pareto.html": run_dir / "pareto.html", "history.html": run_dir / "history.html"}

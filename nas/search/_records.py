@@ -1,0 +1,157 @@
+"""What is recorded on every trial, and how a stored trial becomes a row of ``trials.csv``.
+
+Every backend stores the same user attributes on its Optuna trials, so outputs, export and
+optuna-dashboard read any run the same way:
+
+=================  =========================================================================
+``status``          trained | pruned | over_budget | duplicate | failed | interrupted
+                    (pruned: stopped early by ``--scheduler asha``; ``epochs`` says how far it got)
+``phase``           sampled -> training -> done (where a killed trial stopped; over-budget and
+                    duplicate trials go from sampled to done)
+``arch_id``         12-hex stable id of the decoded architecture
+``model_config``    the architecture (reference layout, ``config.to_dict()``); ``model_family``
+                    names its config class (``CvTConfig``, ``CCTConfig``)
+``macs, params``    analytic costs at the deployment ``resolution`` and class count
+``latency_ms``      measured (or predicted) latency, with ``latency_device`` and ``latency_iqr_ms``
+``accuracy``        proxy top-1 % at the last epoch (``best_accuracy``, ``epochs``, ``history``)
+``failure``         why a trial failed, one line
+``duplicate_of``    an earlier trial that already trained this architecture
+=================  =========================================================================
+
+Constraint values (``trial.set_constraint``) are ``(cost - budget) / budget`` per budget: <= 0 is
+within budget.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from ._objective import Cost
+
+__all__ = ["STATUSES", "objective_values", "values_from_attrs", "cost_attrs", "training_attrs", "failure_reason",
+           "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows"]
+
+STATUSES = ("trained", "pruned", "over_budget", "duplicate", "failed", "interrupted")
+
+CSV_COLUMNS = ("number", "state", "status", "arch_id", "accuracy", "best_accuracy", "macs", "params",
+               "resolution", "latency_ms", "latency_iqr_ms", "latency_device", "feasible", "violation", "failure",
+               "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker", "started", "model_config")
+
+
+# Objective name -> (user attribute, unit scale): values handed to samplers read as %, G, M and ms.
+_OBJECTIVE_ATTRS = {"accuracy": ("accuracy", 1.0), "macs": ("macs", 1e-9), "params": ("params", 1e-6),
+                    "latency": ("latency_ms", 1.0)}
+
+
+def objective_values(objectives: Iterable[str], **measures: float | None) -> list[float]:
+    """Objective values in order from ``accuracy=``, ``macs=``, ``params=``, ``latency_ms=``.
+
+    An untrained candidate has accuracy 0 and an unmeasured latency ``inf``: samplers rank infeasible
+    trials by their constraint violation, never by these placeholders.
+    """
+    out = []
+    for name in objectives:
+        attr, scale = _OBJECTIVE_ATTRS[name]
+        value = measures.get(attr)
+        out.append((0.0 if name == "accuracy" else math.inf) if value is None else float(value) * scale)
+    return out
+
+
+def values_from_attrs(objectives: Iterable[str], attrs: dict[str, Any]) -> list[float]:
+    """The objective values of a trial whose outcome was recorded but never told (killed in between)."""
+    return objective_values(objectives, **{a: attrs.get(a) for a, _ in _OBJECTIVE_ATTRS.values()})
+
+
+def cost_attrs(cost: "Cost") -> dict[str, Any]:
+    """User attributes describing an architecture's cost (set before any training)."""
+    attrs = {"arch_id": cost.arch_id, "macs": cost.macs, "params": cost.params, "resolution": cost.resolution}
+    if cost.latency_ms is not None:
+        attrs.update(latency_ms=cost.latency_ms, latency_iqr_ms=cost.latency_iqr_ms,
+                     latency_device=cost.latency_device, latency_source=cost.latency_source)
+    return attrs
+
+
+def training_attrs(result: Any) -> dict[str, Any]:
+    """User attributes from a :class:`nas.proxy.ProxyResult`."""
+    return {"accuracy": float(result.accuracy), "best_accuracy": float(result.best_accuracy),
+            "epochs": int(result.epochs_completed), "history": [float(a) for a in _accuracies(result.history)],
+            "stopped_early": bool(result.stopped_early), "train_wall_s": round(float(result.wall_time_s), 3),
+            "train_images_per_s": round(float(result.train_images_per_s), 1)}
+
+
+def _accuracies(history: Iterable[Any]) -> list[float]:
+    # ProxyResult.history holds per-epoch accuracies, either as numbers or as mappings with "accuracy".
+    return [h["accuracy"] if isinstance(h, dict) else h for h in history]
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line for a failed trial: the exception type and its first message line."""
+    from cvt import UserError
+
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    name = type(err).__name__
+    if isinstance(err, UserError) or name == "TrainingFailed":
+        return text or name
+    if isinstance(err, MemoryError) or "out of memory" in text.lower():
+        return f"out of memory: {text}" if text else "out of memory"
+    return f"{name}: {text}" if text else name
+
+
+def is_trained(trial: "FrozenTrial") -> bool:
+    """A finished trial whose own proxy training produced its accuracy."""
+    return trial.state.name == "COMPLETE" and trial.user_attrs.get("status") == "trained"
+
+
+def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
+    """A ``trials.csv`` row (plus ``param.*`` columns with the sampled values)."""
+    attrs = trial.user_attrs
+    constraints = trial.constraints
+    violation = max(constraints.values()) if constraints else None
+    status = attrs.get("status") or ("interrupted" if trial.state.name == "RUNNING" else trial.state.name.lower())
+    wall = (trial.datetime_complete - trial.datetime_start).total_seconds() \
+        if trial.datetime_complete and trial.datetime_start else None
+    row = {
+        "number": trial.number, "state": trial.state.name, "status": status, "arch_id": attrs.get("arch_id"),
+        "accuracy": attrs.get("accuracy"), "best_accuracy": attrs.get("best_accuracy"),
+        "macs": attrs.get("macs"), "params": attrs.get("params"), "resolution": attrs.get("resolution"),
+        "latency_ms": attrs.get("latency_ms"),
+        "latency_iqr_ms": attrs.get("latency_iqr_ms"), "latency_device": attrs.get("latency_device"),
+        "feasible": None if violation is None else violation <= 0, "violation": violation,
+        "failure": attrs.get("failure"), "duplicate_of": attrs.get("duplicate_of"), "epochs": attrs.get("epochs"),
+        "train_wall_s": attrs.get("train_wall_s"), "wall_s": None if wall is None else round(wall, 3),
+        "worker": attrs.get("worker"),
+        "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
+        "model_config": json.dumps(attrs["model_config"], separators=(",", ":")) if "model_config" in attrs else None,
+    }
+    row.update({f"param.{k}": v for k, v in sorted(trial.params.items())})
+    return row
+
+
+def pareto_rows(rows: list[dict[str, Any]], objectives: Iterable[str]) -> list[dict[str, Any]]:
+    """Non-dominated trained, within-budget rows (one per architecture), most accurate first."""
+    keys = {"accuracy": ("accuracy", 1.0), "macs": ("macs", -1.0), "params": ("params", -1.0),
+            "latency": ("latency_ms", -1.0)}
+    cols = [keys[o] for o in objectives]
+    seen, pool = set(), []
+    for row in sorted(rows, key=lambda r: r["number"]):
+        if row["status"] != "trained" or row["feasible"] is False or row["arch_id"] in seen:
+            continue
+        if any(row[c] is None or (isinstance(row[c], float) and math.isnan(row[c])) for c, _ in cols):
+            continue
+        seen.add(row["arch_id"])
+        pool.append(row)
+
+    def score(row):
+        return [sign * float(row[c]) for c, sign in cols]  # larger is better in every column
+
+    front = []
+    for row in pool:
+        s = score(row)
+        dominated = any(all(o >= m for o, m in zip(score(other), s)) and score(other) != s for other in pool)
+        if not dominated:
+            front.append(row)
+    return sorted(front, key=lambda r: (-float(r["accuracy"]), r["number"]))

@@ -1,0 +1,230 @@
+"""``run_search``: preflight checks, run directory, backend, outputs and exports, in that order.
+
+The preflight rejects bad input before anything is written: unknown space or device, a budget that no
+member of the space meets, a missing dataset, invalid proxy settings, or a ``--resume`` of a directory
+that is not a cvt-nas run. Only then is the run directory created (or locked and repaired on resume).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvt import UserError
+
+from ._backend import get_backend
+from ._config import SearchConfig
+from ._outputs import study_rows, write_outputs
+from ._progress import Progress, summarize
+from ._records import pareto_rows
+from ._rundir import JOURNAL, RunDir, open_storage
+
+__all__ = ["run_search", "SearchResult"]
+
+_log = logging.getLogger("nas.search")
+
+
+@dataclass
+class SearchResult:
+    """What a search produced (everything is also on disk in ``run_dir``)."""
+
+    run_dir: Path
+    stop_reason: str
+    summary: dict[str, Any]  # counts, feasible fraction, best accuracy, Pareto size
+    pareto: list[dict[str, Any]]  # pareto.csv rows, most accurate first
+    outputs: dict[str, Path] = field(default_factory=dict)
+    exports: list[Path] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The most accurate trained trial within budget."""
+        return self.pareto[0] if self.pareto else None
+
+
+# ---------------------------------------------------------------------------- preflight
+def _fmt(kind: str, value: float) -> str:
+    from nas.budget import Budget
+
+    return str(Budget(kind, value))
+
+
+def _check_devices(config: SearchConfig) -> None:
+    from nas.cost import check_device
+
+    if config.uses_latency and config.latency == "measured":
+        try:
+            check_device(config.device)
+        except UserError as err:
+            raise UserError(f"--device: {err} (needed to measure latency)") from None
+    if config.train_device != "auto":
+        try:
+            check_device(config.train_device)
+        except UserError as err:
+            raise UserError(f"--train-device: {err}") from None
+
+
+def _check_predictor(config: SearchConfig, resolution: int) -> None:
+    if not (config.uses_latency and config.latency == "predicted"):
+        return
+    from nas.cost import LatencyPredictor
+
+    settings = LatencyPredictor.load(config.latency_predictor).settings
+    wanted = {"device": config.device, "resolution": resolution, "batch_size": config.batch_size,
+              "dtype": config.dtype}
+    wrong = [f"{k} {settings.get(k)!r} (search: {v!r})" for k, v in wanted.items() if settings.get(k) != v]
+    if wrong:
+        raise UserError(f"latency predictor {config.latency_predictor} was built for other settings: "
+                        f"{', '.join(wrong)}; rebuild it (python -m nas.latency build) or match them")
+
+
+def _check_budgets(config: SearchConfig, space: Any, resolution: int, evaluator: Any) -> None:
+    """A budget below the space's smallest member is an error; one above its largest, a warning."""
+    from nas.cost import analytic_macs, analytic_params
+
+    budgets = config.budgets
+    costs = {"macs": lambda c: analytic_macs(c, resolution, num_classes=config.num_classes),
+             "params": lambda c: analytic_params(c, num_classes=config.num_classes)}
+    for kind in ("macs", "params"):
+        if kind not in budgets:
+            continue
+        lo, hi = (costs[kind](c) for c in space.extremes(resolution, by=kind, num_classes=config.num_classes))
+        if lo > budgets[kind].value:
+            at = f" at {resolution}x{resolution}" if kind == "macs" else ""
+            raise UserError(f"no architecture in space {space.name} has <= {budgets[kind]}{at}; the smallest has "
+                            f"{_fmt(kind, lo)}; raise the budget or choose a space with smaller members")
+        if hi <= budgets[kind].value:
+            _log.warning("warning: every architecture in space %s fits %s (the largest has %s), so the budget does "
+                         "not bind: the search trades accuracy against the other objectives only", space.name,
+                         budgets[kind], _fmt(kind, hi))
+    if "latency" in budgets:
+        # Latency grows with MACs in these spaces; the MAC extremes bracket it. The largest member is
+        # only predicted, never measured: in a wide space it can cost hundreds of GMACs per image.
+        smallest, largest = space.extremes(resolution, by="macs", num_classes=config.num_classes)
+        lo = evaluator.latency(smallest, resolution)[0]
+        limit_ms = budgets["latency"].value * 1e3
+        how = "predicted" if config.latency == "predicted" else "measured"
+        if lo > limit_ms:
+            raise UserError(f"no architecture in space {space.name} has a latency <= {budgets['latency']} on "
+                            f"{config.device}: the smallest (by MACs) {how} {lo:.2f} ms at batch {config.batch_size}, "
+                            f"{resolution}x{resolution}, {config.dtype}; raise the budget or use a faster device")
+        hi = evaluator.latency(largest, resolution)[0] if config.latency == "predicted" else None
+        if hi is not None and hi <= limit_ms:
+            _log.warning("warning: the largest architecture of space %s (by MACs) %s %.2f ms, within %s: the "
+                         "latency budget does not bind", space.name, how, hi, budgets["latency"])
+
+
+# ---------------------------------------------------------------------------- the search
+def run_search(config: SearchConfig) -> SearchResult:
+    """Run (or resume) a search and write its outputs and exports.
+
+    Args:
+        config: a validated :class:`SearchConfig`.
+
+    Returns:
+        A :class:`SearchResult`.
+
+    Raises:
+        UserError: bad input, found before the run directory is touched.
+
+    Example:
+        >>> from nas.search import SearchConfig, run_search  # doctest: +SKIP
+        >>> result = run_search(SearchConfig(space="cvt13-nas", budget="4GFLOPs", trials=4,
+        ...                                  data="synthetic", out="runs/demo"))  # doctest: +SKIP
+        >>> result.best["arch_id"]  # doctest: +SKIP
+    """
+    import optuna
+    from search_spaces import get_space
+
+    from ._objective import Evaluator
+
+    run = RunDir(config.run_dir)
+    if config.resume:
+        run.check_resume(config)  # a foreign or corrupt directory stops here, untouched
+        run.lock()  # no other search may use it from here on
+        run.repair_journal(config.storage)
+    elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        run.create(config, {})  # raises: the directory already holds something
+
+    space = get_space(config.space)
+    _check_devices(config)
+    # Costs are taken at the deployment resolution; every decoded config carries the space's own.
+    resolution = config.resolution or space.sample_config(0).img_size
+    _check_predictor(config, resolution)
+    evaluator = Evaluator(config, run.path, resolution=resolution)
+    _check_budgets(config, space, resolution, evaluator)
+    dataset = evaluator.dataset
+    proxy = evaluator.proxy_config()  # validates the proxy settings
+    backend = get_backend(config.backend)
+    if hasattr(backend, "preflight"):  # e.g. Ray: join the cluster and check its resources, before any file
+        backend.preflight(config)
+
+    if config.resume:
+        storage = open_storage(config.storage, run.path)
+        try:
+            study = optuna.load_study(study_name=config.name, storage=storage)
+        except KeyError:
+            raise UserError(f"{run.path} has no study named {config.name!r} in its storage; the run directory "
+                            f"is corrupt or from another search (left as it is)") from None
+        except Exception as err:  # noqa: BLE001 - any storage that cannot be read is reported, not repaired
+            raise UserError(f"cannot read the study storage of {run.path} ({type(err).__name__}: {err}); the run "
+                            f"directory was left as it is") from None
+        from ._optuna_backend import recover_interrupted
+
+        recovered = recover_interrupted(config, run.path)
+        if any(recovered.values()):
+            _log.info("resume: %d trial(s) completed from their records, %d interrupted trial(s) queued again",
+                      recovered["completed"], recovered["requeued"])
+    else:
+        run.create(config, {"resolution": resolution, "dataset": dataset.description, "proxy": proxy.to_dict(),
+                            "space": {"name": space.name, "family": space.family,
+                                      "cardinality": space.cardinality()}})
+        storage = open_storage(config.storage, run.path)
+        study = optuna.create_study(study_name=config.name, storage=storage, directions=config.directions)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(config.objective_names))  # names in optuna-dashboard
+    _announce(config, space, resolution, proxy, dataset, run.path)
+
+    before = study.get_trials(deepcopy=False)
+    progress = Progress(config, lambda: study.get_trials(deepcopy=False),
+                        already=summarize(before, config)["trainings"])
+    progress.mark_seen(before)
+    reason = "interrupted"
+    try:
+        reason = backend.run(config, run.path, resolution=resolution, dataset=dataset, progress=progress)
+    finally:
+        progress.close()
+        result = _finish(config, study, run, reason, resolution)
+        evaluator.close()
+        run.unlock()
+    return result
+
+
+def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dataset: Any, run_dir: Path) -> None:
+    budgets = ", ".join(str(b) for b in config.budgets.values()) or "none"
+    _log.info("search space %s (%s architectures), budgets: %s; costs at %dx%d, %d classes", space.name,
+              f"{space.cardinality():,}", budgets, resolution, resolution, config.num_classes)
+    _log.info("objectives: %s; sampler %s, seed %d; %d proxy trainings, %d worker(s)",
+              ", ".join(f"{o} ({d[:3]})" for o, d in zip(config.objective_names, config.directions)),
+              config.sampler, config.seed, config.trials, config.workers)
+    _log.info("proxy training on %s (%d classes): %d epoch(s) at %dx%d, batch %d (the search's costs stay at "
+              "%dx%d)", dataset.name, dataset.num_classes, proxy.epochs, proxy.resolution, proxy.resolution,
+              proxy.batch_size, resolution, resolution)
+    storage = config.storage or str(run_dir / JOURNAL)
+    target = storage if "://" not in storage else f"'{storage}'"
+    _log.info("run directory: %s", run_dir)
+    _log.info("watch live: optuna-dashboard %s --host 127.0.0.1   (then open http://127.0.0.1:8080)", target)
+
+
+def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int) -> SearchResult:
+    from nas.export import export_run
+
+    trials = study.get_trials(deepcopy=False)
+    rows = study_rows(study)
+    outputs = write_outputs(rows, run.path, config.objective_names, config.budgets, resolution)
+    front = pareto_rows(rows, config.objective_names)
+    exports = export_run(run.path, study=study) if front else []
+    return SearchResult(run_dir=run.path, stop_reason=reason, summary=summarize(trials, config), pareto=front,
+                        outputs=outputs, exports=exports)
