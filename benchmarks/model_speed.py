@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "inflate (meaningful with --threads 1 on CPU)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
     parser.add_argument("--ablate", action="store_true",
-                        help="also time ours with its eval shortcuts off (model.set_fast_inference(False))")
+                        help="also time ours with its fast path off (model.set_fast_path(False): plain PyTorch ops)")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, one round")
     args = parser.parse_args(argv)
 
@@ -255,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours, base = ours.to(device), base.to(device)
         macs = count_macs(ours, case.resolution)
         contenders = [(base_label, base), ("cvt-nas", ours)]
-        if args.ablate and hasattr(ours, "set_fast_inference"):
-            contenders.append(("cvt-nas, fast off", copy.deepcopy(ours).set_fast_inference(False)))
+        if args.ablate and hasattr(ours, "set_fast_path"):
+            contenders.append(("cvt-nas, fast off", copy.deepcopy(ours).set_fast_path(False)))
         if args.compile:
             contenders.append(("cvt-nas compiled", torch.compile(ours)))
         probe = torch.randn(2, 3, case.resolution, case.resolution, device=device)
@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             times: list[list[float]] = [[] for _ in runners]
             mm_times = []
             for r in range(repeats):
-                mm_times.append(_timed(mm, device, clock))
+                mm_times += [_timed(mm, device, clock) for _ in range(3)]
                 for k in range(len(runners)):  # rotate the order so neither side always runs first
                     i = (k + r) % len(runners)
                     times[i].append(_timed(runners[i], device, clock))
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(f"{name:<10} {task:<11} {b:>5} {label:<18} {t * 1e3:>9.1f} {base_time / t:>7.2f}x "
                             f"{100 * flops / t / mm_rate:>5.0f}%")
         del ours, base, contenders
-    print(f"\nmatmul rate ({precision}, median of the rounds): "
+    print(f"\nmatmul rate ({precision}, median of 3 per round): "
           + ", ".join(f"{r / 1e9:.0f}" for r in mm_rates) + " GFLOP/s per task")
     print("speedup = baseline time / time; % mm = achieved 2 x MACs / time against that matmul rate "
           "(train step: 3 x forward MACs)\n")

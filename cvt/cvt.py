@@ -14,12 +14,12 @@ authors' checkpoints load with ``strict=True``; Hugging Face transformers' CvT c
 :meth:`CvT.checkpoint_filter`. Unlike both, every block can have its own heads, MLP ratio and strides,
 which is what the architecture search (CvT-13-NAS, section 4.2) needs.
 
-Speed (same numbers, to fp32 rounding; ``docs/performance.md``): tokens stay channels-last, so the
-(B, H*W, C) sequence and the (B, C, H, W) image the convolutions see are the same memory, never
-transposed copies; attention runs in ``scaled_dot_product_attention``; at eval BatchNorm is folded into
-its depth-wise conv. fp32 CPU inference further runs the linear layers through oneDNN with the MLP
-activation fused in, and large batches in cache-sized slices. :meth:`CvT.set_fast_inference` turns the
-eval-only shortcuts off.
+Speed (same numbers to fp32 rounding; measurements in ``docs/performance.md``): tokens stay
+channels-last, so the (B, H*W, C) sequence and the (B, C, H, W) image the convolutions read are the same
+memory, never transposed copies; attention runs in ``scaled_dot_product_attention``. The *fast path*
+adds: BatchNorm folded into its depth-wise conv at eval; on fp32 CPU, linear layers through oneDNN (in
+training too), with the MLP activation fused in at inference, and inference batches run in cache-sized
+slices. :meth:`CvT.set_fast_path` turns it off, leaving plain PyTorch ops.
 """
 from __future__ import annotations
 
@@ -36,23 +36,45 @@ from ._errors import ConfigError
 __all__ = ["CvT", "QuickGELU", "Linear", "ConvEmbed", "ConvProjection", "ConvAttention", "Mlp", "CvTBlock",
            "CvTStage"]
 
-# oneDNN's fused linear(+activation) kernel: the one torch.compile's CPU backend emits (inference only).
+# oneDNN's linear(+activation) kernel, the one torch.compile's CPU backend emits. On fp32 CPU it beats the
+# BLAS path of F.linear, which also spends a pass copying the bias into the output: 2-27% less time per
+# CvT-13 layer on the benchmark machine (most for the 64-wide layers of stage 0).
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # CPU inference runs batches in slices of about this many stage-0 tokens (8 images at 224x224): a slice's
-# activations stay in the caches instead of streaming through memory (1.15x at batch 32 on 1 core).
+# activations stay in the caches instead of streaming through memory (1.05-1.1x at batch 32, 1-2 cores).
 _CPU_SLICE_TOKENS = 8 * 56 * 56
 
 
-def _onednn_inference(x: torch.Tensor) -> bool:
-    """True where oneDNN may replace ``F.linear``: fp32 CPU tensors, no autograd, no tracing or autocast."""
+def _use_onednn(x: torch.Tensor) -> bool:
+    """fp32 CPU tensors, not traced (fvcore), compiled or autocast: there oneDNN replaces ``F.linear``."""
     return (_HAS_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    act: str = "none", algorithm: str = "") -> torch.Tensor:
+    """x @ weight.T + bias, then ``act`` ("none", "gelu" with algorithm "none", "swish"), in one kernel."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """A linear layer with oneDNN's forward; the backward is the usual two matmuls and a sum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad2d = grad.reshape(-1, grad.shape[-1])
+        grad_x = (grad2d @ weight).view(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w = grad2d.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        grad_b = grad2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
 
 
 class QuickGELU(nn.Module):
@@ -68,46 +90,14 @@ def _act_layer(name: str) -> type[nn.Module]:
     return QuickGELU if name == "quick_gelu" else nn.GELU
 
 
-TRAIN_ONEDNN = [True]
-
-
-def _onednn_training(x):
-    return (TRAIN_ONEDNN[0] and _HAS_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
-
-
-class _OneDNNLinearFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn_linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g @ weight).view(x.shape)
-        if ctx.needs_input_grad[1]:
-            grad_w = g.t() @ x.reshape(-1, x.shape[-1])
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b
-
-
 class Linear(nn.Linear):
-    """``nn.Linear`` that runs fp32 CPU inference through oneDNN (no separate bias pass, faster GEMMs)."""
+    """``nn.Linear`` that runs on oneDNN for fp32 CPU tensors (same parameters, same numbers)."""
 
-    fast_inference: bool = True
+    fast_path: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_inference and _onednn_inference(x):
-            return _onednn_linear(x, self.weight, self.bias)
-        if _onednn_training(x):
-            return _OneDNNLinearFn.apply(x, self.weight, self.bias)
+        if self.fast_path and _use_onednn(x):
+            return _OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -152,7 +142,7 @@ class ConvEmbed(nn.Module):
 class ConvProjection(nn.Module):
     """Depth-wise conv + BatchNorm of one of Q, K, V (section 3.2, method ``dw_bn``)."""
 
-    fast_inference: bool = True
+    fast_path: bool = True
 
     def __init__(self, dim: int, kernel: int, stride: int, padding: int):
         super().__init__()
@@ -160,7 +150,7 @@ class ConvProjection(nn.Module):
         self.bn = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.fast_inference:
+        if self.training or not self.fast_path:
             return self.bn(self.conv(x))
         # Eval: BatchNorm is a per-channel affine map; folded into the conv it costs no pass of its own.
         conv, bn = self.conv, self.bn
@@ -207,7 +197,7 @@ class ConvAttention(nn.Module):
         self.proj_drop = nn.Dropout(spec.drop)
 
     @staticmethod
-    def _project(conv: nn.Module | None, x: torch.Tensor, grid: torch.Tensor,
+    def _project(conv: nn.Module | None, x: torch.Tensor, grid: torch.Tensor | None,
                  cls: torch.Tensor | None) -> torch.Tensor:
         """Tokens of one of Q, K, V before its linear layer: the conv-projected grid, cls in front."""
         if conv is None:
@@ -218,8 +208,11 @@ class ConvAttention(nn.Module):
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, n, c = x.shape
         cls, tokens = (x[:, :1], x[:, 1:]) if self.with_cls_token else (None, x)
-        # Contiguous once for all three convolutions (a copy only when a cls token sits in front).
-        grid = _tokens_to_grid(tokens, h, w).contiguous(memory_format=torch.channels_last)
+        # The convolutions read the tokens as a channels-last image, made contiguous once for all three (a
+        # copy only when a cls token sits in front); "linear" projects the tokens as they are.
+        grid = None
+        if self.conv_proj_k is not None:
+            grid = _tokens_to_grid(tokens, h, w).contiguous(memory_format=torch.channels_last)
         q = self.proj_q(self._project(self.conv_proj_q, x, grid, cls))
         kv_in = self._project(self.conv_proj_k, x, grid, cls)
         k = self.proj_k(kv_in)
@@ -239,7 +232,7 @@ class ConvAttention(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> activation -> dropout -> fc2 -> dropout."""
 
-    fast_inference: bool = True
+    fast_path: bool = True
 
     def __init__(self, dim: int, hidden: int, act_layer: type[nn.Module], drop: float):
         super().__init__()
@@ -249,12 +242,12 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_inference and _onednn_inference(x):
-            return self._forward_onednn(x)
+        if self.fast_path and not (self.training or torch.is_grad_enabled()) and _use_onednn(x):
+            return self._forward_fused(x)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
-    def _forward_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        """The activation fused into fc1's kernel (inference: dropout is the identity)."""
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with the activation fused into fc1's kernel (dropout is the identity there)."""
         fc1, fc2 = self.fc1, self.fc2
         if isinstance(self.act, QuickGELU):
             # x * sigmoid(a x) = silu(a x) / a: fc1 scaled by a feeds oneDNN's fused silu, fc2 takes the 1/a.
@@ -321,7 +314,7 @@ class CvT(nn.Module):
         torch.Size([1, 10])
     """
 
-    fast_inference: bool = True
+    fast_path: bool = True
 
     def __init__(self, config: CvTConfig | None = None, num_classes: int = 1000):
         super().__init__()
@@ -368,19 +361,19 @@ class CvT(nn.Module):
                 m.fused = enabled
         return self
 
-    def set_fast_inference(self, enabled: bool) -> "CvT":
-        """Switch the eval-only shortcuts (BatchNorm folding; on fp32 CPU: oneDNN linears, batch slices).
+    def set_fast_path(self, enabled: bool) -> "CvT":
+        """Switch the fast path (BatchNorm folding at eval; on fp32 CPU: oneDNN linears, inference slices).
 
-        Off, eval runs op for op as in training mode; the outputs agree to fp32 rounding either way.
+        Off, the model runs plain PyTorch ops; outputs and gradients agree to fp32 rounding either way.
         """
         for m in self.modules():
             if isinstance(m, (CvT, Linear, ConvProjection, Mlp)):
-                m.fast_inference = enabled
+                m.fast_path = enabled
         return self
 
     def _slice_size(self, x: torch.Tensor) -> int:
         """Images per slice of a CPU inference batch (the whole batch elsewhere)."""
-        if self.training or torch.is_grad_enabled() or not self.fast_inference or x.device.type != "cpu":
+        if self.training or torch.is_grad_enabled() or not self.fast_path or x.device.type != "cpu":
             return x.shape[0]
         stride = self.config.patch_stride[0]
         return max(1, _CPU_SLICE_TOKENS // max(1, (x.shape[-2] // stride) * (x.shape[-1] // stride)))

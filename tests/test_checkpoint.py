@@ -84,7 +84,7 @@ def test_hf_transformers_checkpoint_gives_the_same_logits(config, size):
     with torch.no_grad():
         expected = hf(pixel_values=x).logits
         assert (ours(x) - expected).abs().max() <= 1e-5
-        assert (ours.set_fast_inference(False)(x) - expected).abs().max() <= 1e-5
+        assert (ours.set_fast_path(False)(x) - expected).abs().max() <= 1e-5
 
 
 def test_hf_keys_map_one_to_one():

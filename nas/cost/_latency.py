@@ -42,7 +42,7 @@ from torch import nn
 
 from cvt import UserError
 
-__all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device",
+__all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device", "normalize_device",
            "device_signature", "PROTOCOL_VERSION", "DTYPES", "CLOCKS"]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ def _parse_device(device: str) -> torch.device:
     if match.group(1) == "cuda":
         return torch.device("cuda", int(match.group(2) or 0))
     return torch.device("cpu")
+
+
+def normalize_device(device: str) -> str:
+    """The canonical name of a device (``"cpu"``, ``"cuda:N"``; bare ``"cuda"`` is ``"cuda:0"``), present or not."""
+    return str(_parse_device(device))
 
 
 def device_available(device: str) -> bool:

@@ -102,7 +102,9 @@ class Evaluator:
                                                              "threads": self.threads})
 
     def device_lock(self, device: str) -> DeviceLock:
-        key = "cpu" if device.startswith("cpu") else device
+        from nas.cost import normalize_device
+
+        key = normalize_device(device)  # one lock per physical device: "cuda" and "cuda:0" are the same GPU
         if key not in self._locks:
             self._locks[key] = DeviceLock(self.run_dir, key)
         return self._locks[key]

@@ -68,10 +68,10 @@ def _check_devices(config: SearchConfig) -> None:
 def _check_predictor(config: SearchConfig, resolution: int) -> None:
     if not (config.uses_latency and config.latency == "predicted"):
         return
-    from nas.cost import LatencyPredictor
+    from nas.cost import LatencyPredictor, normalize_device
 
     settings = LatencyPredictor.load(config.latency_predictor).settings
-    wanted = {"device": config.device, "resolution": resolution, "batch_size": config.batch_size,
+    wanted = {"device": normalize_device(config.device), "resolution": resolution, "batch_size": config.batch_size,
               "dtype": config.dtype}
     wrong = [f"{k} {settings.get(k)!r} (search: {v!r})" for k, v in wanted.items() if settings.get(k) != v]
     if wrong:
