@@ -59,18 +59,18 @@ def naswot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None =
         raise UserError(f"naswot needs activation modules ({', '.join(a.__name__ for a in _ACTIVATIONS)}); "
                         f"{type(model).__name__} has none")
     # Fused inference kernels (CvT's oneDNN MLP) apply the activation without calling its module.
-    fast = {m: m.fast_inference for m in model.modules() if hasattr(m, "fast_inference")}
+    fast = {m: m.fast_path for m in model.modules() if hasattr(m, "fast_path")}
     was_training = model.training
     model.train()  # batch statistics, as at the start of training
     try:
         for m in fast:
-            m.fast_inference = False
+            m.fast_path = False
         model(images)
     finally:
         for handle in handles:
             handle.remove()
         for m, value in fast.items():
-            m.fast_inference = value
+            m.fast_path = value
         model.train(was_training)
     if not kernel.any():
         raise RuntimeError(f"naswot saw no activation run in {type(model).__name__}'s forward pass")
