@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file (resumed when it exists)")
+    parser.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: ProxyConfig's)")
+    parser.add_argument("--train-subset", type=int, default=None, help="proxy training images (default: ProxyConfig's)")
+    parser.add_argument("--val-subset", type=int, default=None, help="validation images (default: ProxyConfig's)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: 4 archs per space, proxy {QUICK}")
     args = parser.parse_args(argv)
@@ -137,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     dataset = load_dataset(args.data, args.data_dir)
-    proxy = ProxyConfig(device=args.device, threads=args.threads, **(QUICK if args.quick else {}))
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("train_subset", args.train_subset),
+                                   ("val_subset", args.val_subset)) if v is not None}
+    proxy = ProxyConfig(device=args.device, threads=args.threads, **(QUICK if args.quick else overrides))
     print(f"dataset: {dataset.name} ({dataset.description.get('source')}); proxy: {proxy.to_dict()}", flush=True)
     for warning in dataset.description["warnings"]:
         print(f"WARNING: {warning}", flush=True)

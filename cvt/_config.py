@@ -327,6 +327,13 @@ class CvTConfig(YamlConfig):
                     if isinstance(v, bool) or not ok:
                         kind = "a positive number" if is_ratio else "an integer >= 1"
                         raise ConfigError(f"MODEL.SPEC.{where} = {v!r}: expected {kind}")
+                    if f == "stride_q" and v != 1:
+                        # A strided query shrinks the token grid, so the residual add has no matching
+                        # shortcut (the reference code fails there too); only K/V may be squeezed.
+                        raise ConfigError(
+                            f"MODEL.SPEC.{where} = {v}: a query stride other than 1 changes the token count, "
+                            f"which the block's residual connection cannot add; use 1 (squeeze K/V with "
+                            f"STRIDE_KV instead)")
                     if f == "num_heads" and self.embed_dims[i] % v:
                         raise ConfigError(
                             f"MODEL.SPEC.{where} = {v} does not divide DIM_EMBED[{i}] = {self.embed_dims[i]}: "

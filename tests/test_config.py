@@ -54,7 +54,7 @@ NAS_LIKE = CvTConfig(
     stride_kv=(2, (1, 1), (2,) + (1,) * 8 + (2,)),
     mlp_ratio=((2.0,), (4.0, 4.0), (2.0,) + (4.0,) * 8 + (2.0,)),
     num_heads=(1, (3, 2), 6),
-    stride_q=(1, 1, (1,) * 9 + (2,)),
+    stride_q=(1, 1, (1,) * 10),
 )
 
 
@@ -86,7 +86,7 @@ def test_per_block_values_are_nested_lists():
     assert NAS_LIKE.is_per_block
     block = NAS_LIKE.block(1, 1)
     assert (block.num_heads, block.stride_kv, block.mlp_ratio) == (2, 1, 4.0)
-    assert NAS_LIKE.block(2, 9).stride_q == 2
+    assert NAS_LIKE.block(2, 9).stride_q == 1
 
 
 def test_drop_path_schedule_is_per_stage_linspace():
@@ -117,6 +117,7 @@ def test_arch_id_ignores_regularisation_but_not_architecture():
     ({"cls_token": (False, False, "yes")}, "MODEL.SPEC.CLS_TOKEN[2] = 'yes': expected true or false"),
     ({"act_layer": "relu"}, "MODEL.SPEC.ACT_LAYER = 'relu'"),
     ({"patch_padding": (2, -1, 1)}, "MODEL.SPEC.PATCH_PADDING[1] = -1: expected an integer >= 0"),
+    ({"stride_q": (1, 1, (1,) * 9 + (2,))}, "MODEL.SPEC.STRIDE_Q[2][9] = 2: a query stride other than 1"),
 ])
 def test_validation_names_key_and_stage(changes, message):
     with pytest.raises(ConfigError) as err:

@@ -1,0 +1,204 @@
+"""Search efficiency: does a model-based sampler beat random search at the same number of proxy trainings?
+
+For one space, budget, proxy and trial count, it runs ``nas.search`` with each sampler (default: random,
+TPE, NSGA-II) from several seeds, then reads every run's ``trials.csv`` and reports
+
+* the hypervolume of the (accuracy, MACs) front after each trained trial: the area that the trained,
+  within-budget candidates dominate, between chance accuracy and the MAC budget (units: % x GMACs);
+* the best within-budget proxy accuracy against wall time since the run started;
+
+as a table (mean and standard deviation over seeds) and a two-panel plot. Each (sampler, seed) run keeps
+its own run directory under ``--out-dir``: a finished run is read back, an interrupted one is resumed, so
+the benchmark can be stopped at any time, and two processes given different ``--seeds`` can share the
+work on one machine (a last call with every seed then only reports).
+
+    python benchmarks/search_efficiency.py --quick --out-dir /tmp/efficiency          # smoke run, minutes
+    python benchmarks/search_efficiency.py --out-dir runs/efficiency --threads 1 --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cvt  # noqa: E402,F401  (first: makes torchvision, hence timm, importable on CPU torch)
+
+from nas._cli import ArgumentParser, run_main  # noqa: E402
+from nas.budget import parse_budget  # noqa: E402
+from nas.search import SearchConfig, run_search  # noqa: E402
+
+QUICK = {"trials": 4, "proxy": {"epochs": 1, "train_subset": 256, "val_subset": 256, "width_mult": 0.25}}
+DONE = "efficiency-run.json"  # written into a run directory once its search has finished
+
+
+def hypervolume(points: Sequence[tuple[float, float]], ref_accuracy: float, ref_macs: float) -> float:
+    """Area dominated by (accuracy %, GMACs) points, accuracy maximised and MACs minimised, inside the box
+    accuracy > ``ref_accuracy`` and MACs < ``ref_macs``."""
+    inside = sorted((m, a) for a, m in points if a > ref_accuracy and m < ref_macs)
+    area, best = 0.0, ref_accuracy
+    # Sweep from the cheapest point: each point adds the strip between it and the next cheaper best.
+    for i, (macs, acc) in enumerate(inside):
+        best = max(best, acc)
+        right = inside[i + 1][0] if i + 1 < len(inside) else ref_macs
+        area += (right - macs) * (best - ref_accuracy)
+    return area
+
+
+def read_trials(run_dir: Path) -> list[dict[str, Any]]:
+    with open(run_dir / "trials.csv", newline="") as f:
+        return sorted(csv.DictReader(f), key=lambda r: int(r["number"]))
+
+
+def curves(rows: list[dict[str, Any]], ref_accuracy: float, ref_macs: float) -> dict[str, list[float]]:
+    """Per trained trial, in order of completion: hypervolume so far, best accuracy so far, elapsed seconds."""
+    starts = [datetime.fromisoformat(r["started"]) for r in rows if r["started"]]
+    origin = min(starts) if starts else None
+    trained = [r for r in rows if r["status"] == "trained" and r["feasible"] == "True"]
+    trained.sort(key=lambda r: (datetime.fromisoformat(r["started"]) - origin).total_seconds() + float(r["wall_s"]))
+    points: list[tuple[float, float]] = []
+    out: dict[str, list[float]] = {"hypervolume": [], "best_accuracy": [], "elapsed_s": []}
+    for r in trained:
+        points.append((float(r["accuracy"]), float(r["macs"]) / 1e9))
+        out["hypervolume"].append(hypervolume(points, ref_accuracy, ref_macs))
+        out["best_accuracy"].append(max(a for a, _ in points))
+        out["elapsed_s"].append((datetime.fromisoformat(r["started"]) - origin).total_seconds() + float(r["wall_s"]))
+    out["sampled"] = [len(rows)]
+    out["over_budget"] = [sum(r["status"] == "over_budget" for r in rows)]
+    return out
+
+
+def run_one(args: Any, sampler: str, seed: int, proxy: dict[str, Any]) -> Path:
+    run_dir = args.out_dir / f"{sampler}-seed{seed}"
+    if (run_dir / DONE).is_file():
+        return run_dir
+    config = SearchConfig(space=args.space, budget=args.budget, objectives=("accuracy", "macs"),
+                          trials=args.trials, sampler=sampler, seed=seed, data=args.data, data_dir=args.data_dir,
+                          proxy=proxy, threads=args.threads, out=str(run_dir),
+                          resume=(run_dir / "run.json").is_file())
+    print(f"== {sampler}, seed {seed}: {run_dir}", flush=True)
+    result = run_search(config)
+    (run_dir / DONE).write_text(json.dumps({"stop_reason": result.stop_reason, "summary": result.summary}) + "\n")
+    return run_dir
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+
+
+def report(results: dict[str, list[dict[str, list[float]]]], trials: int, plot: Path | None) -> None:
+    print(f"\nAfter {trials} proxy trainings per run (mean ± sd over seeds)")
+    print("| sampler | runs | hypervolume (% x GMACs) | best accuracy % | sampled per run | over budget % "
+          "| wall time per run (min) | hypervolume at half the trials |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for sampler, runs in results.items():
+        final_hv = [r["hypervolume"][-1] for r in runs if r["hypervolume"]]
+        half_hv = [r["hypervolume"][max(0, len(r["hypervolume"]) // 2 - 1)] for r in runs if r["hypervolume"]]
+        best = [r["best_accuracy"][-1] for r in runs if r["best_accuracy"]]
+        sampled = [r["sampled"][0] for r in runs]
+        over = [100 * r["over_budget"][0] / r["sampled"][0] for r in runs if r["sampled"][0]]
+        wall = [r["elapsed_s"][-1] / 60 for r in runs if r["elapsed_s"]]
+        print(f"| {sampler} | {len(runs)} | {_mean_sd(final_hv)} | {_mean_sd(best)} | {_mean_sd(sampled)} | "
+              f"{_mean_sd(over)} | {_mean_sd(wall)} | {_mean_sd(half_hv)} |")
+    if plot is not None:
+        _plot(results, plot)
+        print(f"\nplot: {plot}")
+
+
+def _plot(results: dict[str, list[dict[str, list[float]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax_hv, ax_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (sampler, runs), color in zip(results.items(), ("tab:gray", "tab:blue", "tab:orange", "tab:green")):
+        n = min(len(r["hypervolume"]) for r in runs)
+        if n == 0:
+            continue
+        hv = np.array([r["hypervolume"][:n] for r in runs])
+        x = np.arange(1, n + 1)
+        ax_hv.plot(x, hv.mean(0), color=color, label=f"{sampler} (n={len(runs)})")
+        ax_hv.fill_between(x, hv.min(0), hv.max(0), color=color, alpha=0.15)
+        end = max(r["elapsed_s"][-1] for r in runs) / 60
+        grid = np.linspace(0, end, 200)
+        best = []
+        for r in runs:  # step function: best accuracy known at each moment (nan before the first result)
+            t = np.array(r["elapsed_s"]) / 60
+            idx = np.searchsorted(t, grid, side="right") - 1
+            best.append(np.where(idx >= 0, np.array(r["best_accuracy"])[np.clip(idx, 0, None)], np.nan))
+        best = np.array(best)  # mean, min and max are drawn from the moment every seed has a result
+        ax_time.plot(grid, best.mean(0), color=color, label=sampler)
+        ax_time.fill_between(grid, best.min(0), best.max(0), color=color, alpha=0.15)
+    ax_hv.set_xlabel("proxy trainings")
+    ax_hv.set_ylabel("hypervolume of (accuracy, MACs) front")
+    ax_hv.set_title("front quality per trial (mean, min-max over seeds)")
+    ax_time.set_xlabel("wall time (min)")
+    ax_time.set_ylabel("best within-budget proxy top-1 (%)")
+    ax_time.set_title("best accuracy against time")
+    for ax in (ax_hv, ax_time):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="cvt13-nas", help="search space (default cvt13-nas)")
+    parser.add_argument("--budget", default="4GFLOPs", help="MAC budget (default 4GFLOPs)")
+    parser.add_argument("--trials", type=int, default=20, help="proxy trainings per run (default 20)")
+    parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"], help="samplers to compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per sampler (default 0 1 2)")
+    parser.add_argument("--data", default="cifar10", help="dataset (default cifar10)")
+    parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
+    parser.add_argument("--epochs", type=int, default=2, help="proxy epochs (default 2)")
+    parser.add_argument("--train-subset", type=int, default=1000, help="proxy training images (default 1000)")
+    parser.add_argument("--val-subset", type=int, default=500, help="proxy validation images (default 500)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: all)")
+    parser.add_argument("--out-dir", type=Path, required=True, help="one run directory per (sampler, seed) here")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG to write (default OUT_DIR/efficiency.png)")
+    parser.add_argument("--report-only", action="store_true", help="read finished runs; start none")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
+    args = parser.parse_args(argv)
+    proxy = {"epochs": args.epochs, "train_subset": args.train_subset, "val_subset": args.val_subset}
+    if args.quick:
+        args.trials, proxy = QUICK["trials"], QUICK["proxy"]
+    budget = parse_budget(args.budget)
+    if budget.kind != "macs":
+        parser.error(f"--budget {args.budget!r} is not a MAC budget; give e.g. 4GFLOPs")
+
+    results: dict[str, list[dict[str, list[float]]]] = {s: [] for s in args.samplers}
+    for seed in args.seeds:  # seeds outermost: an interrupted benchmark has every sampler at equal footing
+        for sampler in args.samplers:
+            run_dir = args.out_dir / f"{sampler}-seed{seed}"
+            if not args.report_only:
+                run_dir = run_one(args, sampler, seed, proxy)
+            if not (run_dir / DONE).is_file():
+                print(f"not finished, left out: {run_dir}")
+                continue
+            # Chance accuracy is the reference: a candidate that learned nothing adds no volume.
+            classes = json.loads((run_dir / "run.json").read_text()).get("dataset", {}).get("num_classes", 10)
+            results[sampler].append(curves(read_trials(run_dir), 100.0 / classes, budget.value / 1e9))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "efficiency.json").write_text(json.dumps(
+        {"space": args.space, "budget": args.budget, "trials": args.trials, "proxy": proxy, "runs": results},
+        indent=1) + "\n")
+    report({s: r for s, r in results.items() if r}, args.trials, args.plot or args.out_dir / "efficiency.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

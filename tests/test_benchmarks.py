@@ -1,0 +1,77 @@
+"""The result-producing benchmark scripts: their arithmetic, and a tiny end-to-end run of each on synthetic data."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def efficiency():
+    return _script("search_efficiency")
+
+
+def test_hypervolume_of_known_fronts(efficiency):
+    hv = efficiency.hypervolume
+    assert hv([], 10, 4) == 0
+    assert hv([(30, 3)], 10, 4) == pytest.approx(20 * 1)
+    # Two non-dominated points: a cheap weak one and a costly strong one (an L-shaped area).
+    assert hv([(20, 2), (40, 3.5)], 10, 4) == pytest.approx(1.5 * 10 + 0.5 * 30)
+    # A dominated point, a point below chance and one over budget add nothing.
+    assert hv([(20, 2), (40, 3.5), (15, 3), (5, 1), (90, 4.5)], 10, 4) == pytest.approx(30)
+    # Order does not matter.
+    assert hv([(40, 3.5), (20, 2)], 10, 4) == hv([(20, 2), (40, 3.5)], 10, 4)
+
+
+def test_efficiency_and_finetune_scripts_end_to_end(efficiency, tmp_path, capsys):
+    out = tmp_path / "eff"
+    args = ["--quick", "--data", "synthetic", "--threads", "1", "--seeds", "0", "--samplers", "random", "tpe",
+            "--out-dir", str(out)]
+    assert efficiency.main(args) == 0
+    text = capsys.readouterr().out
+    assert "| random | 1 |" in text and "| tpe | 1 |" in text
+    saved = json.loads((out / "efficiency.json").read_text())
+    for sampler in ("random", "tpe"):
+        run = saved["runs"][sampler][0]
+        assert len(run["hypervolume"]) == 4  # one point per trained trial
+        assert run["hypervolume"] == sorted(run["hypervolume"])  # a front only grows
+        assert run["best_accuracy"] == sorted(run["best_accuracy"])
+    assert (out / "efficiency.png").stat().st_size > 0
+    # A finished run is read back, not searched again.
+    stamp = (out / "tpe-seed0" / "trials.csv").stat().st_mtime_ns
+    assert efficiency.main(args) == 0
+    assert (out / "tpe-seed0" / "trials.csv").stat().st_mtime_ns == stamp
+
+    from nas.export import main as export_main
+
+    assert export_main([str(out / "tpe-seed0"), "--top", "2", "--out", str(tmp_path / "top")]) == 0
+    finetune = _script("finetune_check")
+    configs = sorted(str(p) for p in (tmp_path / "top").glob("*.yaml"))
+    result = tmp_path / "finetune.json"
+    assert finetune.main([str(out / "tpe-seed0"), *configs, "--factor", "2", "--out", str(result)]) == 0
+    rows = json.loads(result.read_text())["rows"]
+    assert len(rows) == 2
+    trials = {r["arch_id"]: float(r["accuracy"])
+              for r in efficiency.read_trials(out / "tpe-seed0") if r["status"] == "trained"}
+    for row in rows.values():
+        # Same recipe, data, seed and threads: the proxy accuracy is the search's, reproduced.
+        assert row["proxy"] == pytest.approx(trials[row["arch_id"]])
+        assert 0 <= row["long"] <= 100
+    assert "Kendall tau (proxy vs 2x longer), 2 architectures" in capsys.readouterr().out
+
+
+def test_finetune_check_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
+    finetune = _script("finetune_check")
+    from nas._cli import run_main
+
+    assert run_main(finetune.main, [str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
+    assert f"error: {tmp_path} is not a search run directory" in capsys.readouterr().err
