@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: ProxyConfig's)")
     parser.add_argument("--train-subset", type=int, default=None, help="proxy training images (default: ProxyConfig's)")
     parser.add_argument("--val-subset", type=int, default=None, help="validation images (default: ProxyConfig's)")
+    parser.add_argument("--noise-seeds", type=int, default=0,
+                        help="retrain each space's first architecture under this many more seeds (noise floor)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: 4 archs per space, proxy {QUICK}")
     args = parser.parse_args(argv)
@@ -154,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"resuming: {len(done)} architecture(s) already in {args.out}")
     rows = []
     for space in spaces:
-        for i, config in enumerate(sample_architectures(space, args.archs, args.seed)):
+        configs = sample_architectures(space, args.archs, args.seed)
+        for i, config in enumerate(configs):
             key = f"{space}/{config.arch_id()}"
             row = done.get(key)
             if row is None:
@@ -165,12 +168,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{space} {i + 1}/{args.archs} {row['arch_id']}: proxy {v['proxy']:.1f}% "
                   f"({row['seconds']['proxy']:.0f} s), long {v['long']:.1f}% ({row['seconds']['long']:.0f} s)"
                   + "".join(f"  FAILED {k}: {m}" for k, m in row.get("failures", {}).items()), flush=True)
-            if args.out is not None:
-                args.out.write_text(json.dumps({
-                    "dataset": dataset.description, "proxy": proxy.to_dict(), "long_factor": args.long_factor,
-                    "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+            save(args.out, dataset, proxy, args.long_factor, rows)
+        # The noise floor: the space's first architecture again under other seeds. A predictor cannot rank
+        # architectures whose differences are smaller than what the seed alone moves.
+        first = next(r for r in rows if r["space"] == space)
+        for seed in range(1, args.noise_seeds + 1):
+            noise = first.setdefault("noise", {})
+            if str(seed) not in noise:
+                noise[str(seed)] = {name: train_proxy(configs[0], dataset, settings.replace(seed=seed)).accuracy
+                                    for name, settings in (("proxy", proxy),
+                                                           ("long", proxy.replace(epochs=proxy.epochs * args.long_factor)))}
+                print(f"{space} {first['arch_id']} seed {seed}: proxy {noise[str(seed)]['proxy']:.1f}%, "
+                      f"long {noise[str(seed)]['long']:.1f}%", flush=True)
+                save(args.out, dataset, proxy, args.long_factor, rows)
     print_tables(rows, args.long_factor)
+    print_noise(rows)
     return 0
+
+
+def save(out: Path | None, dataset: Any, proxy: ProxyConfig, long_factor: int, rows: list[dict[str, Any]]) -> None:
+    if out is not None:
+        out.write_text(json.dumps({"dataset": dataset.description, "proxy": proxy.to_dict(), "long_factor": long_factor,
+                                   "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+
+
+def print_noise(rows: list[dict[str, Any]]) -> None:
+    """Seed-to-seed spread of one architecture next to the spread across architectures (sample sd)."""
+    noisy = [r for r in rows if r.get("noise")]
+    if not noisy:
+        return
+    print("\nNoise floor: one architecture under several seeds vs the sampled architectures under seed 0 (sd, %)")
+    print("| space | arch | seeds | proxy sd (seeds) | proxy sd (architectures) | long sd (seeds) | long sd (architectures) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in noisy:
+        same = [r["values"]] + list(r["noise"].values())
+        across = [x["values"] for x in rows if x["space"] == r["space"]]
+        sd = lambda values, key: statistics.stdev(v[key] for v in values if not math.isnan(v[key]))  # noqa: E731
+        print(f"| {r['space']} | {r['arch_id']} | {len(same)} | {sd(same, 'proxy'):.2f} | {sd(across, 'proxy'):.2f} | "
+              f"{sd(same, 'long'):.2f} | {sd(across, 'long'):.2f} |")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ class Budget:
         return cost <= self.value
 
     def __str__(self) -> str:
-        if self.kind == "macs":
-            return f"{self.value / 1e9:.2f} GMACs"
+        if self.kind == "macs":  # CCT-sized budgets are millions: keep three significant figures
+            return f"{self.value / 1e9:.2f} GMACs" if self.value >= 1e8 else f"{self.value / 1e6:.3g} MMACs"
         if self.kind == "params":
             return f"{self.value / 1e6:.1f}M params"
         return f"{self.value * 1e3:.2f} ms"

@@ -49,6 +49,11 @@ def _cvt_stages(config: CvTConfig, resolution: int) -> list[str]:
         join = lambda xs: "/".join(f"{x:g}" for x in xs)  # noqa: E731
         rows.append(f"{i:>5} {f'{h}x{w}':>9} {h * w + cls:>9} {join(kv):>10} {config.embed_dims[i]:>5} "
                     f"{join(heads):>7} {config.depths[i]:>5} {join(ratios):>11} {join(strides):>10}")
+    if config.is_per_block:  # a searched architecture: its block-by-block choices, stage by stage
+        for i in range(config.num_stages):
+            blocks = config.blocks(i)
+            rows.append(f"stage {i} blocks: kv stride {' '.join(str(b.stride_kv) for b in blocks)} | mlp ratio "
+                        f"{' '.join(f'{b.mlp_ratio:g}' for b in blocks)} | heads {' '.join(str(b.num_heads) for b in blocks)}")
     return rows
 
 

@@ -64,6 +64,8 @@ def test_errors(text, kind, message):
 
 def test_str_and_allows():
     assert str(parse_budget("4GFLOPs")) == "4.00 GMACs"
+    assert str(parse_budget("800MFLOPs")) == "0.80 GMACs"
+    assert str(parse_budget("5.5MFLOPs")) == "5.5 MMACs"
     assert str(parse_budget("20M params")) == "20.0M params"
     assert str(parse_budget("2.5ms")) == "2.50 ms"
     budget = parse_budget("4.1G")

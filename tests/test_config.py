@@ -178,6 +178,16 @@ def test_summary_command_reports_params_and_macs():
     assert "19,997,480" in out.stdout and "4.5661G" in out.stdout
 
 
+def test_summary_lists_per_block_choices_of_a_searched_architecture(tmp_path):
+    path = tmp_path / "searched.yaml"
+    NAS_LIKE.to_yaml(path)
+    out = _summary(str(path))
+    assert out.returncode == 0, out.stderr
+    assert "stage 1 blocks: kv stride 1 1 | mlp ratio 4 4 | heads 3 2" in out.stdout
+    assert "stage 2 blocks: kv stride 2 1 1 1 1 1 1 1 1 2 | mlp ratio 2 4 4 4 4 4 4 4 4 2" in out.stdout
+    assert "blocks:" not in _summary("cvt_13").stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (("cvt_99",), "unknown preset 'cvt_99'"),
     (("missing.yaml",), "cannot read config missing.yaml"),

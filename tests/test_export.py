@@ -124,3 +124,25 @@ def test_bad_runs_are_one_line_exit_2(tmp_path, capsys):
     code, _, err = cli([str(empty)], capsys)
     assert code == 2 and err.startswith("error: the run has no trained trial to export") and err.count("\n") == 1
     assert sorted(p.name for p in empty.iterdir()) == before
+
+
+COMMITTED_EXPORTS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/exports/*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_EXPORTS, ids=lambda p: f"{p.parents[2].name}/{p.parent.name}/{p.name}")
+def test_committed_reference_exports_load_and_build_with_timm(path):
+    import timm
+    import torch
+
+    config = CvTConfig.from_yaml(path)
+    header = path.read_text().splitlines()
+    # The provenance header's MACs and params are what the configs cost (1000 classes, its resolution).
+    macs = next(line for line in header if line.startswith("# MACs:"))
+    assert f"{analytic_macs(config, config.img_size) / 1e9:.4f} G" in macs
+    model = timm.create_model("cvt_13", config=str(path), num_classes=10)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    assert sum(p.numel() for p in model.parameters()) == analytic_params(config, num_classes=10)
+
+
+def test_reference_results_are_committed():
+    assert len(COMMITTED_EXPORTS) >= 3  # a glob that finds nothing would pass the test above vacuously
