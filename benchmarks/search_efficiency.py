@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 import sys
 from datetime import datetime
@@ -58,29 +57,29 @@ def read_trials(run_dir: Path) -> list[dict[str, Any]]:
 
 def curves(rows: list[dict[str, Any]], ref_accuracy: float, ref_macs: float) -> dict[str, list[float]]:
     """Per trained trial, in order of completion: hypervolume so far, best accuracy so far, elapsed seconds."""
-    starts = [datetime.fromisoformat(r["started"]) for r in rows if r["started"]]
-    origin = min(starts) if starts else None
-    trained = [r for r in rows if r["status"] == "trained" and r["feasible"] == "True"]
-    trained.sort(key=lambda r: (datetime.fromisoformat(r["started"]) - origin).total_seconds() + float(r["wall_s"]))
+    origin = min(datetime.fromisoformat(r["started"]) for r in rows if r["started"])
+    # (seconds from the run's start to the trial's end, trial) for trained within-budget trials, by end time
+    trained = sorted((((datetime.fromisoformat(r["started"]) - origin).total_seconds() + float(r["wall_s"]), r)
+                      for r in rows if r["status"] == "trained" and r["feasible"] == "True"), key=lambda t: t[0])
     points: list[tuple[float, float]] = []
     out: dict[str, list[float]] = {"hypervolume": [], "best_accuracy": [], "elapsed_s": []}
-    for r in trained:
+    for end, r in trained:
         points.append((float(r["accuracy"]), float(r["macs"]) / 1e9))
         out["hypervolume"].append(hypervolume(points, ref_accuracy, ref_macs))
         out["best_accuracy"].append(max(a for a, _ in points))
-        out["elapsed_s"].append((datetime.fromisoformat(r["started"]) - origin).total_seconds() + float(r["wall_s"]))
+        out["elapsed_s"].append(end)
     out["sampled"] = [len(rows)]
     out["over_budget"] = [sum(r["status"] == "over_budget" for r in rows)]
     return out
 
 
-def run_one(args: Any, sampler: str, seed: int, proxy: dict[str, Any]) -> Path:
-    run_dir = args.out_dir / f"{sampler}-seed{seed}"
+def run_one(args: Any, run_dir: Path, sampler: str, seed: int, proxy: dict[str, Any]) -> None:
+    """Run (or resume) one sampler's search into ``run_dir``, unless it has finished already."""
     if (run_dir / DONE).is_file():
-        return run_dir
+        return
     config = SearchConfig(space=args.space, budget=args.budget, objectives=("accuracy", "macs"),
                           trials=args.trials, sampler=sampler, seed=seed,
-                          # Random search finds few candidates within a tight budget (3% of cvt13-nas at
+                          # Random search finds few candidates within a tight budget (4% of cvt13-nas at
                           # 4 GFLOPs): let it sample until it has trained as many as the others.
                           max_untrained=200 * args.trials, data=args.data, data_dir=args.data_dir,
                           proxy=proxy, threads=args.threads, out=str(run_dir),
@@ -88,7 +87,6 @@ def run_one(args: Any, sampler: str, seed: int, proxy: dict[str, Any]) -> Path:
     print(f"== {sampler}, seed {seed}: {run_dir}", flush=True)
     result = run_search(config)
     (run_dir / DONE).write_text(json.dumps({"stop_reason": result.stop_reason, "summary": result.summary}) + "\n")
-    return run_dir
 
 
 def _mean_sd(values: Sequence[float], digits: int = 2) -> str:
@@ -189,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sampler in args.samplers:
             run_dir = args.out_dir / f"{sampler}-seed{seed}"
             if not args.report_only:
-                run_dir = run_one(args, sampler, seed, proxy)
+                run_one(args, run_dir, sampler, seed, proxy)
             if not (run_dir / DONE).is_file():
                 print(f"not finished, left out: {run_dir}")
                 continue

@@ -1,13 +1,15 @@
 """Command-line plumbing shared by every ``python -m nas.*`` entry point.
 
 Bad input is a :class:`cvt.UserError`: printed as one line ``error: ...`` on stderr, exit code 2, no
-traceback. Ctrl-C exits 130 after the command's own cleanup (finished work is already on disk).
+traceback. Ctrl-C exits 130 after the command's own cleanup (finished work is already on disk). Settings
+read back from recipes and manifests go through :func:`settings_from_dict`, so a stray key is such an error.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from cvt import UserError
 
@@ -31,3 +33,12 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; rerun with --resume to continue", file=sys.stderr)
         return 130
+
+
+def settings_from_dict(cls: Any, data: Mapping[str, Any], what: str) -> Any:
+    """``cls(**data)`` for a settings dataclass; keys it lacks are one error naming the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown {what} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**dict(data))

@@ -7,6 +7,8 @@ from typing import Any
 
 from cvt import UserError
 
+from .._cli import settings_from_dict
+
 __all__ = ["ProxyConfig", "GPU_DEFAULTS"]
 
 # Overrides of the CPU defaults for a GPU (see docs/performance.md, "Proxy training"): the whole
@@ -114,11 +116,7 @@ class ProxyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProxyConfig":
         """Inverse of :meth:`to_dict`; unknown keys are an error naming the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown proxy setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "proxy")
 
 
 def _is_int(value: Any) -> bool:

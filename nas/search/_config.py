@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from cvt import UserError
 
+from .._cli import settings_from_dict
 from ._backend import BACKENDS
 
 __all__ = ["SearchConfig", "OBJECTIVES", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "DTYPES", "PROXY_OPTIONS",
@@ -299,11 +300,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"unknown search setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**dict(data))
+        return settings_from_dict(cls, data, "search")
 
     # Settings that may change between a run and its --resume (more trials, more workers, more time).
     RESUMABLE = ("trials", "timeout", "max_untrained", "workers", "threads", "train_device", "resume", "out",
