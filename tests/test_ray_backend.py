@@ -186,9 +186,10 @@ def test_search_runs_trials_concurrently_survives_a_dead_worker_and_shows_in_the
     watcher = DashboardWatcher(ray_cluster, kill=True)
     watcher.start()
     try:
-        # Longer trainings (256 images, 2 epochs): the kill lands while the trial runs.
-        code, err = cli(ray_args(tiny_space, out, 4, "--workers", "2", "--proxy-epochs", "2",
-                                 "--proxy-train-subset", "256"), capsys)
+        # Longer trainings (512 images, 3 epochs): the kill lands while the trial runs, even when the
+        # dashboard lags a loaded machine by a second or two (256 images and 2 epochs once missed it).
+        code, err = cli(ray_args(tiny_space, out, 4, "--workers", "2", "--proxy-epochs", "3",
+                                 "--proxy-train-subset", "512"), capsys)
     finally:
         watcher.stop.set()
         watcher.join()
