@@ -8,13 +8,18 @@ For architectures sampled from search spaces (``cvt13-nas``, and ``cct`` when re
 
 and prints Kendall tau and Spearman rho of (a) and (b) against (c), per space and overall, with the time
 each costs per candidate. Results go to ``--out`` (JSON) after every architecture; rerunning with the
-same ``--out`` skips the architectures already done, so a long run can be resumed.
+same ``--out`` skips the architectures already done, so a long run can be resumed. ``--shard K/N`` measures
+the K-th of N MAC-balanced shares (one process per core or machine); ``--merge`` then joins the shards' files.
 
     python benchmarks/proxy_fidelity.py --quick --out /tmp/fidelity-quick.json      # smoke run, minutes
     python benchmarks/proxy_fidelity.py --archs 12 --out fidelity.json              # full: ~1 h, quiet machine
+    python benchmarks/proxy_fidelity.py --shard 0/2 --threads 1 --out a.json &      # the same on two cores,
+    python benchmarks/proxy_fidelity.py --shard 1/2 --threads 1 --out b.json; wait  # then:
+    python benchmarks/proxy_fidelity.py --merge a.json b.json --out fidelity.json
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -29,6 +34,7 @@ import cvt  # noqa: E402,F401  (first: makes torchvision, hence timm, importable
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
+from cvt import UserError  # noqa: E402
 from nas._cli import ArgumentParser, run_main  # noqa: E402
 from nas.cost import analytic_macs, analytic_params  # noqa: E402
 from nas.data import load_dataset  # noqa: E402
@@ -49,6 +55,52 @@ def sample_architectures(space_name: str, count: int, seed: int) -> list[Any]:
         config = space.decode(space.sample(study.ask()))
         configs.setdefault(config.arch_id(), config)
     return list(configs.values())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index = count = -1
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two processes)")
+    return index, count
+
+
+def shard_members(configs: Sequence[Any], proxy: ProxyConfig, dataset: Any, shard: int, shards: int) -> set[int]:
+    """Indices of ``configs`` that shard ``shard`` of ``shards`` measures, balanced by training MACs.
+
+    Costliest first, each to the shard with the fewest MACs so far: every shard computes the same split.
+    """
+    macs = [analytic_macs(proxy_model_config(c, proxy, in_chans=dataset.in_chans), proxy.resolution,
+                          num_classes=dataset.num_classes) for c in configs]
+    loads, owner = [0.0] * shards, {}
+    for i in sorted(range(len(configs)), key=lambda i: -macs[i]):
+        owner[i] = min(range(shards), key=loads.__getitem__)
+        loads[owner[i]] += macs[i]
+    return {i for i, s in owner.items() if s == shard}
+
+
+def load_rows(path: Path, proxy: ProxyConfig, long_factor: int) -> list[dict[str, Any]]:
+    """The rows of an earlier results file, which must have been measured with the same training settings.
+
+    Where it ran (``device``, ``threads``) may differ: that is what shards on other cores or machines do.
+    """
+    try:
+        saved = json.loads(path.read_text())
+        theirs = {**saved["proxy"], "long_factor": saved["long_factor"]}
+        rows = saved["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: not a proxy_fidelity results file ({err})") from None
+    ours = {**proxy.to_dict(), "long_factor": long_factor}
+    differ = sorted(k for k in ours.keys() | theirs.keys()
+                    if k not in ("device", "threads") and ours.get(k) != theirs.get(k))
+    if differ:
+        raise UserError(f"{path} was measured with other settings: "
+                        + ", ".join(f"{k} {theirs.get(k)} there, {ours.get(k)} here" for k in differ)
+                        + "; pass the same options (or another --out)")
+    return rows
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -74,6 +126,15 @@ def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> 
             row["values"][name], row["seconds"][name] = float("nan"), float("nan")
             row.setdefault("failures", {})[name] = err.reason
     return row
+
+
+def retrain(config: Any, dataset: Any, settings: ProxyConfig) -> float:
+    """Top-1 of one more training, NaN when it fails (a failed seed is part of the noise, not a crash)."""
+    try:
+        return train_proxy(config, dataset, settings).accuracy
+    except TrainingFailed as err:
+        print(f"  training failed under seed {settings.seed}: {err.reason}", flush=True)
+        return float("nan")
 
 
 def rank_correlations(rows: list[dict[str, Any]], predictor: str) -> tuple[float, float, int]:
@@ -131,6 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: ProxyConfig's)")
     parser.add_argument("--train-subset", type=int, default=None, help="proxy training images (default: ProxyConfig's)")
     parser.add_argument("--val-subset", type=int, default=None, help="validation images (default: ProxyConfig's)")
+    parser.add_argument("--width-mult", type=float, default=None,
+                        help="proxy width multiplier for every stage (default: ProxyConfig's, 1.0)")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
+                        help="measure only shard K of N, split by MACs (run N processes, then --merge)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="take architectures already measured from these results files (other shards)")
     parser.add_argument("--noise-seeds", type=int, default=0,
                         help="retrain each space's first architecture under this many more seeds (noise floor)")
     parser.add_argument("--quick", action="store_true",
@@ -143,22 +210,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dataset = load_dataset(args.data, args.data_dir)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("train_subset", args.train_subset),
-                                   ("val_subset", args.val_subset)) if v is not None}
+                                   ("val_subset", args.val_subset), ("width_mult", args.width_mult))
+                 if v is not None}
     proxy = ProxyConfig(device=args.device, threads=args.threads, **(QUICK if args.quick else overrides))
     print(f"dataset: {dataset.name} ({dataset.description.get('source')}); proxy: {proxy.to_dict()}", flush=True)
     for warning in dataset.description["warnings"]:
         print(f"WARNING: {warning}", flush=True)
     done: dict[str, dict[str, Any]] = {}
-    if args.out is not None and args.out.is_file():
-        saved = json.loads(args.out.read_text())
-        if saved["proxy"] == proxy.to_dict() and saved["long_factor"] == args.long_factor:
-            done = {r["space"] + "/" + r["arch_id"]: r for r in saved["rows"]}
-            print(f"resuming: {len(done)} architecture(s) already in {args.out}")
+    resumed = [args.out] if args.out is not None and args.out.is_file() else []
+    for path in resumed + args.merge:
+        rows = load_rows(path, proxy, args.long_factor)
+        done.update({r["space"] + "/" + r["arch_id"]: r for r in rows})
+        print(f"{'resuming' if path == args.out else 'merging'}: {len(rows)} architecture(s) from {path}")
+    shard, shards = args.shard
     rows = []
     for space in spaces:
         configs = sample_architectures(space, args.archs, args.seed)
+        mine = shard_members(configs, proxy, dataset, shard, shards)
         for i, config in enumerate(configs):
             key = f"{space}/{config.arch_id()}"
+            if i not in mine and key not in done:
+                continue
             row = done.get(key)
             if row is None:
                 row = {"space": space, "arch_id": config.arch_id(), "config": config.to_dict(),
@@ -169,13 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"({row['seconds']['proxy']:.0f} s), long {v['long']:.1f}% ({row['seconds']['long']:.0f} s)"
                   + "".join(f"  FAILED {k}: {m}" for k, m in row.get("failures", {}).items()), flush=True)
             save(args.out, dataset, proxy, args.long_factor, rows)
-        # The noise floor: the space's first architecture again under other seeds. A predictor cannot rank
-        # architectures whose differences are smaller than what the seed alone moves.
-        first = next(r for r in rows if r["space"] == space)
-        for seed in range(1, args.noise_seeds + 1):
+        # The noise floor: the space's first architecture again under other seeds (by the shard holding it).
+        # A predictor cannot rank architectures whose differences are smaller than what the seed alone moves.
+        first = next((r for r in rows if r["space"] == space and r["arch_id"] == configs[0].arch_id()), None)
+        for seed in range(1, args.noise_seeds + 1 if first is not None else 1):
             noise = first.setdefault("noise", {})
             if str(seed) not in noise:
-                noise[str(seed)] = {name: train_proxy(configs[0], dataset, settings.replace(seed=seed)).accuracy
+                noise[str(seed)] = {name: retrain(configs[0], dataset, settings.replace(seed=seed))
                                     for name, settings in (("proxy", proxy),
                                                            ("long", proxy.replace(epochs=proxy.epochs * args.long_factor)))}
                 print(f"{space} {first['arch_id']} seed {seed}: proxy {noise[str(seed)]['proxy']:.1f}%, "

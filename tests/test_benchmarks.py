@@ -75,3 +75,33 @@ def test_finetune_check_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
 
     assert run_main(finetune.main, [str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
     assert f"error: {tmp_path} is not a search run directory" in capsys.readouterr().err
+
+
+def test_proxy_fidelity_shards_merge_into_the_unsharded_result(tmp_path, capsys):
+    fidelity = _script("proxy_fidelity")
+    from nas._cli import run_main
+
+    common = ["--quick", "--data", "synthetic", "--space", "cvt13-nas", "--archs", "3", "--threads", "1"]
+    whole, parts = tmp_path / "whole.json", [tmp_path / "a.json", tmp_path / "b.json"]
+    assert fidelity.main([*common, "--out", str(whole), "--noise-seeds", "1"]) == 0
+    for k, part in enumerate(parts):
+        assert fidelity.main([*common, "--shard", f"{k}/2", "--out", str(part), "--noise-seeds", "1"]) == 0
+    shards = [{r["arch_id"]: r for r in json.loads(p.read_text())["rows"]} for p in parts]
+    assert shards[0] and shards[1] and not shards[0].keys() & shards[1].keys()
+    capsys.readouterr()
+    merged = tmp_path / "merged.json"
+    assert fidelity.main([*common, "--merge", *map(str, parts), "--out", str(merged)]) == 0
+    assert "merging: " in capsys.readouterr().out
+    expected = {r["arch_id"]: r for r in json.loads(whole.read_text())["rows"]}
+    got = {r["arch_id"]: r for r in json.loads(merged.read_text())["rows"]}
+    assert got.keys() == expected.keys()
+    for arch, row in got.items():  # same seeds, one thread: each shard measured what the whole run did
+        assert row["values"]["proxy"] == expected[arch]["values"]["proxy"]
+        assert row["values"]["long"] == expected[arch]["values"]["long"]
+        assert row.get("noise") == expected[arch].get("noise")  # the noise floor, kept from its shard
+    # Files measured with other settings are refused, not mixed in; the shard must be K/N with K < N.
+    assert run_main(fidelity.main, [*common, "--long-factor", "2", "--merge", str(parts[0])]) == 2
+    assert "long_factor 4 there, 2 here" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        fidelity.main([*common, "--shard", "2/2"])
+    assert exit_info.value.code == 2
