@@ -109,6 +109,17 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
+def _progress(name: str, epochs: int) -> Any:
+    """A report callback printing each epoch (a long training of a large candidate can take an hour)."""
+    start = time.perf_counter()
+
+    def report(epoch: int, accuracy: float) -> bool:
+        print(f"  {name} epoch {epoch}/{epochs}: {accuracy:.1f}% ({time.perf_counter() - start:.0f} s)", flush=True)
+        return False
+
+    return report
+
+
 def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> dict[str, Any]:
     """Every predictor and the reference for one architecture."""
     trained = proxy_model_config(config, proxy, in_chans=dataset.in_chans)
@@ -120,7 +131,7 @@ def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> 
         row["values"][name], row["seconds"][name] = _timed(zero_cost.score, name, config, dataset, proxy)
     for name, settings in (("proxy", proxy), ("long", proxy.replace(epochs=proxy.epochs * long_factor))):
         try:
-            result = train_proxy(config, dataset, settings)
+            result = train_proxy(config, dataset, settings, report=_progress(name, settings.epochs))
             row["values"][name], row["seconds"][name] = result.accuracy, result.wall_time_s
         except TrainingFailed as err:  # recorded, and left out of the correlations
             row["values"][name], row["seconds"][name] = float("nan"), float("nan")
