@@ -275,6 +275,12 @@ def save(out: Path | None, dataset: Any, proxy: ProxyConfig, long_factor: int, r
                                    "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
 
 
+def _sd(values: list[dict[str, float]], key: str) -> float:
+    """Sample standard deviation of the finite ``key`` values; NaN below two of them."""
+    finite = [v[key] for v in values if not math.isnan(v[key])]
+    return statistics.stdev(finite) if len(finite) > 1 else float("nan")
+
+
 def print_noise(rows: list[dict[str, Any]]) -> None:
     """Seed-to-seed spread of one architecture next to the spread across architectures (sample sd)."""
     noisy = [r for r in rows if r.get("noise")]
@@ -286,9 +292,8 @@ def print_noise(rows: list[dict[str, Any]]) -> None:
     for r in noisy:
         same = [r["values"]] + list(r["noise"].values())
         across = [x["values"] for x in rows if x["space"] == r["space"]]
-        sd = lambda values, key: statistics.stdev(v[key] for v in values if not math.isnan(v[key]))  # noqa: E731
-        print(f"| {r['space']} | {r['arch_id']} | {len(same)} | {sd(same, 'proxy'):.2f} | {sd(across, 'proxy'):.2f} | "
-              f"{sd(same, 'long'):.2f} | {sd(across, 'long'):.2f} |")
+        print(f"| {r['space']} | {r['arch_id']} | {len(same)} | {_sd(same, 'proxy'):.2f} | {_sd(across, 'proxy'):.2f} | "
+              f"{_sd(same, 'long'):.2f} | {_sd(across, 'long'):.2f} |")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ def test_proxy_fidelity_shards_merge_into_the_unsharded_result(tmp_path, capsys)
         assert row["values"]["proxy"] == expected[arch]["values"]["proxy"]
         assert row["values"]["long"] == expected[arch]["values"]["long"]
         assert row.get("noise") == expected[arch].get("noise")  # the noise floor, kept from its shard
+    noisy = [r for r in got.values() if r.get("noise")]
+    assert len(noisy) == 1
+    fidelity.print_noise(noisy)  # one architecture alone has no spread across architectures: nan, not a crash
+    assert f"| {noisy[0]['arch_id']} | 2 |" in capsys.readouterr().out
     # Files measured with other settings are refused, not mixed in; the shard must be K/N with K < N.
     assert run_main(fidelity.main, [*common, "--long-factor", "2", "--merge", str(parts[0])]) == 2
     assert "long_factor 4 there, 2 here" in capsys.readouterr().err
