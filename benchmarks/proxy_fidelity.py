@@ -120,6 +120,11 @@ def _progress(name: str, epochs: int) -> Any:
     return report
 
 
+def trainings(proxy: ProxyConfig, long_factor: int) -> tuple[tuple[str, ProxyConfig], ...]:
+    """The two trainings of every architecture: the proxy, and the reference ``long_factor`` x longer."""
+    return ("proxy", proxy), ("long", proxy.replace(epochs=proxy.epochs * long_factor))
+
+
 def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> dict[str, Any]:
     """Every predictor and the reference for one architecture."""
     trained = proxy_model_config(config, proxy, in_chans=dataset.in_chans)
@@ -129,7 +134,7 @@ def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> 
         row["values"][name], row["seconds"][name] = _timed(fn)
     for name in zero_cost.SCORES:
         row["values"][name], row["seconds"][name] = _timed(zero_cost.score, name, config, dataset, proxy)
-    for name, settings in (("proxy", proxy), ("long", proxy.replace(epochs=proxy.epochs * long_factor))):
+    for name, settings in trainings(proxy, long_factor):
         try:
             result = train_proxy(config, dataset, settings, report=_progress(name, settings.epochs))
             row["values"][name], row["seconds"][name] = result.accuracy, result.wall_time_s
@@ -255,12 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The noise floor: the space's first architecture again under other seeds (by the shard holding it).
         # A predictor cannot rank architectures whose differences are smaller than what the seed alone moves.
         first = next((r for r in rows if r["space"] == space and r["arch_id"] == configs[0].arch_id()), None)
-        for seed in range(1, args.noise_seeds + 1 if first is not None else 1):
+        seeds = range(1, args.noise_seeds + 1) if first is not None else range(0)  # another shard holds it
+        for seed in seeds:
             noise = first.setdefault("noise", {})
             if str(seed) not in noise:
                 noise[str(seed)] = {name: retrain(configs[0], dataset, settings.replace(seed=seed))
-                                    for name, settings in (("proxy", proxy),
-                                                           ("long", proxy.replace(epochs=proxy.epochs * args.long_factor)))}
+                                    for name, settings in trainings(proxy, args.long_factor)}
                 print(f"{space} {first['arch_id']} seed {seed}: proxy {noise[str(seed)]['proxy']:.1f}%, "
                       f"long {noise[str(seed)]['long']:.1f}%", flush=True)
                 save(args.out, dataset, proxy, args.long_factor, rows)
