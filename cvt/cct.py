@@ -135,12 +135,11 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(spec.dim)
         self.linear2 = nn.Linear(spec.hidden, spec.dim)
         self.dropout2 = nn.Dropout(spec.drop)
-        self.drop_path = DropPath(spec.drop_path) if spec.drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(spec.drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.self_attn(self.pre_norm(x)))
-        x = self.norm1(x)
-        return x + self.drop_path(self.dropout2(self.linear2(self.dropout1(F.gelu(self.linear1(x))))))
+        x = self.norm1(self.drop_path(x, self.self_attn(self.pre_norm(x))))
+        return self.drop_path(x, self.dropout2(self.linear2(self.dropout1(F.gelu(self.linear1(x))))))
 
 
 class SeqPool(nn.Linear):

@@ -74,7 +74,7 @@ def _grads(model: CvT, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_sdpa_equals_plain_attention():
-    model = _model()
+    model = _model().set_fast_path(False)  # SDPA in every block, however few its keys
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         fused = model(x)
@@ -87,15 +87,24 @@ def test_sdpa_equals_plain_attention():
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
 @pytest.mark.parametrize("methods", [("dw_bn",) * 3, ("avg", "linear", "dw_bn")])
 def test_fast_path_equals_plain_ops(act, methods, monkeypatch):
-    """BN folding, oneDNN linears (fused activations at inference) and batch slices only change rounding."""
-    monkeypatch.setattr(cvt_model, "_CPU_SLICE_TOKENS", 300)  # 1 image per slice at 64x64 (256 tokens)
+    """BN folding, oneDNN linears (fused activations at inference), batch slices sharing folded weights and
+    matmul attention for few keys only change rounding."""
+    monkeypatch.setattr(cvt_model, "_CPU_SLICE_TOKENS", 600)  # 1 image per slice at 96x96 (576 tokens)
     calls = []
     onednn = cvt_model._onednn_linear
     monkeypatch.setattr(cvt_model, "_onednn_linear", lambda *a, **k: calls.append(a[3:4]) or onednn(*a, **k))
+    sdpa_keys = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: sdpa_keys.append(k.shape[-2]) or sdpa(q, k, v, **kw))
     model = _model(TINY.replace(act_layer=act, qkv_proj_method=methods))
-    x = torch.randn(3, 3, 64, 64)
+    x = torch.randn(3, 3, 96, 96)  # stage 0 has 144 keys; stage 2 has 10
     with torch.no_grad():
         fast = model(x)
+        # Both attention paths ran: the fused kernel for the long key sequences only, matmuls for the rest.
+        assert 0 < len(sdpa_keys) < len(x) * sum(TINY.depths)
+        assert min(sdpa_keys) > cvt_model._CPU_SHORT_KEYS
+        assert all(m.folded is None for m in model.modules() if hasattr(m, "folded"))  # nothing kept stale
         plain = model.set_fast_path(False)(x)
     assert (fast - plain).abs().max() <= 1e-5
     if cvt_model._HAS_ONEDNN_LINEAR:  # the fast path really ran, with the activation fused
@@ -182,9 +191,18 @@ def test_drop_path_schedule_per_stage():
     for stage, rate in enumerate(config.drop_path_rate):
         depth = config.depths[stage]
         expected = torch.linspace(0, rate, depth).tolist() if depth > 1 else [0.0]
-        got = [getattr(b.drop_path, "p", 0.0) for b in getattr(model, f"stage{stage}").blocks]
+        got = [b.drop_path.p for b in getattr(model, f"stage{stage}").blocks]
         assert got == pytest.approx(expected)
-        assert isinstance(getattr(model, f"stage{stage}").blocks[0].drop_path, nn.Identity)
+
+
+def test_drop_path_drops_whole_samples_of_the_branch():
+    drop = cvt_model.DropPath(0.5).train()
+    residual, branch = torch.randn(64, 5, 3), torch.randn(64, 5, 3)
+    out = drop(residual, branch)
+    kept = torch.isclose(out, residual + 2 * branch).all(dim=(1, 2))  # kept samples are scaled by 1 / (1 - p)
+    dropped = torch.isclose(out, residual).all(dim=(1, 2))
+    assert (kept | dropped).all() and kept.any() and dropped.any()
+    assert torch.equal(drop.eval()(residual, branch), residual + branch)
 
 
 def test_activation_default_and_option():
