@@ -82,7 +82,9 @@ def _folded(module: nn.Module) -> tuple[torch.Tensor | None, ...]:
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """A linear layer with oneDNN's forward; the backward is the usual two matmuls and a sum."""
+    """A linear layer on oneDNN: its forward, and in the backward the input gradient (a linear layer with the
+    transposed weight: 5-30% faster than ``mm`` for CvT-13's layers); the weight gradient stays ``mm``,
+    which is faster there, and the bias gradient a sum."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -94,7 +96,12 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad2d = grad.reshape(-1, grad.shape[-1])
-        grad_x = (grad2d @ weight).view(x.shape) if ctx.needs_input_grad[0] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():  # create_graph: differentiable ops, for higher-order gradients
+                grad_x = (grad2d @ weight).view(x.shape)
+            else:
+                grad_x = _onednn_linear(grad2d.contiguous(), weight.t().contiguous(), None).view(x.shape)
         grad_w = grad2d.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
         grad_b = grad2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
