@@ -67,18 +67,16 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act, [], algorithm)
 
 
-def _packed(weight: torch.Tensor, pack: bool = True) -> torch.Tensor:
+def _packed(weight: torch.Tensor, pack: bool) -> torch.Tensor:
     """A linear weight in oneDNN's blocked layout where oneDNN will run it (fp32 CPU), else unchanged."""
     if pack and _HAS_WEIGHT_PACKING and weight.device.type == "cpu" and weight.dtype == torch.float32:
         return torch.ops.mkldnn._reorder_linear_weight(weight)
     return weight
 
 
-def _folded(module: nn.Module) -> tuple[torch.Tensor | None, ...]:
-    """``module.fold()``, or the eval-time weights made once for all slices of the running inference call."""
-    if module.folded is not None and not torch.is_grad_enabled():
-        return module.folded
-    return module.fold()
+def _shared_folded(module: nn.Module) -> tuple[torch.Tensor | None, ...] | None:
+    """The eval-time weights made once for all slices of the running inference call, if any."""
+    return module.folded if not torch.is_grad_enabled() else None
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -128,8 +126,9 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast_path and _use_onednn(x):
-            if self.folded is not None and not torch.is_grad_enabled():
-                return _onednn_linear(x, *self.folded)
+            folded = _shared_folded(self)
+            if folded is not None:
+                return _onednn_linear(x, *folded)
             return _OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
@@ -204,7 +203,7 @@ class ConvProjection(nn.Module):
         if self.training or not self.fast_path:
             return self.bn(self.conv(x))
         conv = self.conv
-        weight, bias = _folded(self)
+        weight, bias = _shared_folded(self) or self.fold()
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
     def fold(self, pack: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,7 +306,7 @@ class Mlp(nn.Module):
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         """Inference with the activation fused into fc1's kernel (dropout is the identity there)."""
-        w1, b1, w2, b2 = _folded(self)
+        w1, b1, w2, b2 = _shared_folded(self) or self.fold()
         if isinstance(self.act, QuickGELU):
             hidden = _onednn_linear(x, w1, b1, "swish")
         elif isinstance(self.act, nn.GELU) and self.act.approximate == "none":
