@@ -19,7 +19,6 @@ the K-th of N MAC-balanced shares (one process per core or machine); ``--merge``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -35,9 +34,10 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from cvt import UserError  # noqa: E402
-from nas._cli import ArgumentParser, run_main  # noqa: E402
+from nas._cli import ArgumentParser, parse_shard, run_main  # noqa: E402
 from nas.cost import analytic_macs, analytic_params  # noqa: E402
 from nas.data import load_dataset  # noqa: E402
+from nas.ranking import balanced_shard  # noqa: E402
 from nas.proxy import ProxyConfig, TrainingFailed, proxy_model_config, train_proxy, zero_cost  # noqa: E402
 from search_spaces import get_space, list_spaces  # noqa: E402
 
@@ -57,29 +57,11 @@ def sample_architectures(space_name: str, count: int, seed: int) -> list[Any]:
     return list(configs.values())
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N) with 0 <= K < N."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        index = count = -1
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two processes)")
-    return index, count
-
-
 def shard_members(configs: Sequence[Any], proxy: ProxyConfig, dataset: Any, shard: int, shards: int) -> set[int]:
-    """Indices of ``configs`` that shard ``shard`` of ``shards`` measures, balanced by training MACs.
-
-    Costliest first, each to the shard with the fewest MACs so far: every shard computes the same split.
-    """
+    """Indices of ``configs`` that shard ``shard`` of ``shards`` measures, balanced by training MACs."""
     macs = [analytic_macs(proxy_model_config(c, proxy, in_chans=dataset.in_chans), proxy.resolution,
                           num_classes=dataset.num_classes) for c in configs]
-    loads, owner = [0.0] * shards, {}
-    for i in sorted(range(len(configs)), key=lambda i: -macs[i]):
-        owner[i] = min(range(shards), key=loads.__getitem__)
-        loads[owner[i]] += macs[i]
-    return {i for i, s in owner.items() if s == shard}
+    return set(balanced_shard(macs, shard, shards))
 
 
 def load_rows(path: Path, proxy: ProxyConfig, long_factor: int) -> list[dict[str, Any]]:

@@ -35,6 +35,17 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         return 130
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """An argparse type: ``"K/N"`` -> (K, N) with 0 <= K < N (one of N processes sharing a long job)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index = count = -1
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two processes)")
+    return index, count
+
+
 def settings_from_dict(cls: Any, data: Mapping[str, Any], what: str) -> Any:
     """``cls(**data)`` for a settings dataclass; keys it lacks are one error naming the known ones."""
     known = {f.name for f in dataclasses.fields(cls)}

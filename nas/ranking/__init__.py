@@ -1,0 +1,15 @@
+"""Ranking quality: the oracle (reference architectures trained long near a budget) and the metrics that
+judge an accuracy estimator against it where a search decides (band tau, regret, top-k hit).
+
+    from nas.ranking import OracleSpec, reference_architectures, kendall_tau
+    refs = reference_architectures(OracleSpec(space="cvt", budget="4GFLOPs"))
+
+Protocol and measured figures: ``docs/performance.md`` ("Ranking oracle").
+"""
+from ._metrics import common_finite, kendall_tau, regret, top_k_hit
+from ._oracle import (FORMAT, REFERENCE_RECIPE, OracleSpec, OracleStore, Reference, balanced_shard, jobs, pending,
+                      reference_architectures, shard_jobs, shrink_to_fit, train_reference)
+
+__all__ = ["OracleSpec", "OracleStore", "Reference", "reference_architectures", "shrink_to_fit", "jobs",
+           "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT", "kendall_tau", "regret",
+           "top_k_hit", "common_finite"]

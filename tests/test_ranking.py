@@ -1,0 +1,157 @@
+"""nas.ranking: the fidelity metrics on fixed numbers, the oracle's band sampling, and its store
+(refuses other settings, resumes without retraining, merges shards), through the benchmark's command."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import cvt
+from cvt import UserError
+from nas._cli import run_main
+from nas.budget import parse_budget
+from nas.cost import analytic_macs
+from nas.data import load_dataset
+from nas.ranking import (OracleSpec, OracleStore, jobs, kendall_tau, reference_architectures, regret, shard_jobs,
+                         shrink_to_fit, top_k_hit)
+
+ROOT = Path(__file__).resolve().parents[1]
+NAN = float("nan")
+
+
+@pytest.fixture(scope="module")
+def oracle_script():
+    spec = importlib.util.spec_from_file_location("ranking_oracle", ROOT / "benchmarks" / "ranking_oracle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------ metrics
+def test_kendall_tau_on_fixed_numbers():
+    truth = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    assert kendall_tau({"a": 10, "b": 20, "c": 30, "d": 40}, truth) == (pytest.approx(1.0), 4)
+    assert kendall_tau({"a": 40, "b": 30, "c": 20, "d": 10}, truth) == (pytest.approx(-1.0), 4)
+    # One discordant pair of six: (5 - 1) / 6.
+    assert kendall_tau({"a": 1, "b": 3, "c": 2, "d": 4}, truth)[0] == pytest.approx(4 / 6)
+    # NaN and missing ids are left out; fewer than three pairs give NaN.
+    assert kendall_tau({"a": 1, "b": 2, "c": NAN, "e": 5}, truth)[1] == 2
+    assert math.isnan(kendall_tau({"a": 1, "b": 2, "c": NAN}, truth)[0])
+
+
+def test_regret_and_top_k_hit_on_fixed_numbers():
+    truth = {"a": 60.0, "b": 62.5, "c": 61.0, "d": 58.0}
+    estimate = {"a": 0.9, "b": 0.5, "c": 0.7, "d": 0.1}  # top-1 is a; the best (b) is third
+    assert regret(estimate, truth) == pytest.approx(2.5)
+    assert top_k_hit(estimate, truth, k=3) is True
+    assert top_k_hit(estimate, truth, k=2) is False
+    assert regret({**estimate, "b": 1.0}, truth) == 0.0
+    # A failed truth (NaN) is not a candidate; nothing in common gives NaN / None.
+    assert regret(estimate, {**truth, "b": NAN}) == pytest.approx(1.0)
+    assert math.isnan(regret({"x": 1.0}, truth)) and top_k_hit({"x": 1.0}, truth) is None
+    # Ties in the estimate fall back to the id order: stable, whatever the dict order.
+    assert regret({"b": 1.0, "a": 1.0}, truth) == regret({"a": 1.0, "b": 1.0}, truth) == pytest.approx(2.5)
+
+
+# ------------------------------------------------------------------ reference architectures
+def test_band_members_fit_the_band_and_the_baselines_fit_the_budget():
+    spec = OracleSpec(space="cvt", budget="4GFLOPs", members=5, sample_seed=3)
+    refs = reference_architectures(spec)
+    sampled = [r for r in refs if r.kind == "sampled"]
+    assert len(sampled) == 5 and len({r.arch_id for r in refs}) == len(refs)
+    assert all(3.2e9 < r.macs <= 4e9 for r in sampled)
+    assert all(r.macs == analytic_macs(r.config, 224, num_classes=1000) for r in refs)
+    shrunk, anchor = refs[-2:]
+    assert (shrunk.kind, anchor.kind) == ("shrunk", "anchor") and anchor.config == cvt.preset("cvt_13")
+    assert shrunk.macs <= 4e9 < anchor.macs and shrunk.config.depths == anchor.config.depths
+    # The widest multiplier that fits: one grid step wider no longer fits.
+    assert shrunk.macs > 0.95 * 4e9
+    # More members extend the same sequence: an oracle can grow across runs.
+    more = reference_architectures(OracleSpec(space="cvt", budget="4GFLOPs", members=7, sample_seed=3))
+    assert [r.arch_id for r in more[:5]] == [r.arch_id for r in sampled]
+
+
+def test_shrink_to_fit_keeps_a_fitting_config_and_refuses_an_impossible_budget():
+    cvt13 = cvt.preset("cvt_13")
+    assert shrink_to_fit(cvt13, parse_budget("5GFLOPs")) is cvt13
+    assert shrink_to_fit(cvt13, parse_budget("1k")) is None
+    small = shrink_to_fit(cvt13, parse_budget("1GFLOPs"))
+    assert analytic_macs(small, 224, num_classes=1000) <= 1e9
+    assert all(d % h == 0 for d, h in zip(small.embed_dims, small.num_heads))
+
+
+def test_jobs_run_seed_zero_first_and_shards_split_them():
+    spec = OracleSpec(members=4, noise_members=2, seeds=3)
+    refs = reference_architectures(spec)
+    work = jobs(spec, refs)
+    assert [s for _, s in work] == [0] * len(refs) + [1, 1, 2, 2]
+    data = load_dataset("synthetic")
+    shards = [shard_jobs(work, spec, data, k, 2) for k in range(2)]
+    assert sorted(map(id, shards[0] + shards[1])) == sorted(map(id, work))
+    assert not set(map(id, shards[0])) & set(map(id, shards[1]))
+
+
+def test_bad_specs_are_one_clear_error():
+    with pytest.raises(UserError, match="band"):
+        OracleSpec(band=(1.0, 0.8))
+    with pytest.raises(UserError, match="latency"):
+        OracleSpec(budget="2ms")
+    with pytest.raises(UserError, match="holds no member"):
+        reference_architectures(OracleSpec(budget="4GFLOPs", band=(0.0, 0.001)))
+    with pytest.raises(UserError, match="cheapest member"):
+        reference_architectures(OracleSpec(budget="1M"))
+    with pytest.raises(UserError, match="widen the band"):
+        reference_architectures(OracleSpec(budget="4GFLOPs", members=3, max_draws=5))
+
+
+# ------------------------------------------------------------------ the store, through the command
+QUICK = ["--quick", "--data", "synthetic", "--threads", "1"]
+
+
+def _results(path):
+    return json.loads(path.read_text())["results"]
+
+
+def test_oracle_resumes_merges_shards_and_refuses_other_settings(oracle_script, tmp_path, capsys):
+    whole, part0, part1, merged = (tmp_path / n for n in ("whole.json", "0.json", "1.json", "merged.json"))
+    assert oracle_script.main(QUICK + ["--out", str(whole)]) == 0
+    results = _results(whole)
+    assert sum(len(by_seed) for by_seed in results.values()) == 8  # 6 references at seed 0, 2 noise members
+    text = capsys.readouterr().out
+    assert "seed 1 (noise ceiling)" in text and "| params |" in text
+
+    # A rerun trains nothing and leaves the results as they were.
+    stamp = whole.stat().st_mtime_ns
+    assert oracle_script.main(QUICK + ["--out", str(whole)]) == 0
+    assert "0 training(s) left" in capsys.readouterr().out
+    assert whole.stat().st_mtime_ns == stamp
+
+    # Two shards, merged, hold the same trainings with the same accuracies as one run.
+    for k, part in enumerate((part0, part1)):
+        assert oracle_script.main(QUICK + ["--shard", f"{k}/2", "--out", str(part)]) == 0
+    pairs = [{(a, s) for a, by in _results(p).items() for s in by} for p in (part0, part1)]
+    assert not pairs[0] & pairs[1] and len(pairs[0] | pairs[1]) == 8 and pairs[0] and pairs[1]
+    assert oracle_script.main(QUICK + ["--merge", str(part0), str(part1), "--out", str(merged), "--report"]) == 0
+    got = _results(merged)
+    assert {a: {s: r["accuracy"] for s, r in by.items()} for a, by in got.items()} == \
+        {a: {s: r["accuracy"] for s, r in by.items()} for a, by in results.items()}
+
+    # Another recipe or band: refused with one line and exit 2, and the file is untouched.
+    before = whole.read_bytes()
+    for other in (["--band", "0.5", "1.0"], ["--sample-seed", "1"]):
+        assert run_main(oracle_script.main, QUICK + other + ["--out", str(whole)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "other settings" in err and "\n" not in err
+    spec = OracleSpec(members=4, noise_members=2)
+    with pytest.raises(UserError, match="recipe.epochs 1 there, 3 here"):
+        OracleStore.open(whole, spec, load_dataset("synthetic"))
+    assert whole.read_bytes() == before
+
+
+def test_oracle_refuses_files_that_are_not_oracles(tmp_path):
+    path = tmp_path / "x.json"
+    for text in ("not json", json.dumps({"format": "something else"}), json.dumps([1, 2])):
+        path.write_text(text)
+        with pytest.raises(UserError, match="not a ranking-oracle file"):
+            OracleStore.open(path, OracleSpec(), load_dataset("synthetic"))
