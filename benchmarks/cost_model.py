@@ -20,16 +20,15 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cvt  # noqa: E402  (first: torchvision fix)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cvt  # first: torchvision fix
+import numpy as np
+import torch
 
-from nas._cli import ArgumentParser, run_main  # noqa: E402
-from nas.cost import (LatencyPredictor, accuracy_report, analytic_macs, analytic_params, count_macs,  # noqa: E402
+from nas.cli import ArgumentParser, run_main
+from nas.cost import (LatencyPredictor, accuracy_report, analytic_macs, analytic_params, count_macs,
                       count_params, measure_latency)
-from search_spaces import get_space, list_spaces  # noqa: E402
+from search_spaces import get_space, list_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +46,7 @@ def _time(fn, repeats: int) -> float:
 def _agreement(label: str, configs: list, resolution: int | None) -> None:
     worst, params_ok, ratios, t_an, t_fv = 0.0, True, [], [], []
     for config in configs:
-        a = _time(lambda: analytic_macs(config, resolution), 50)
+        a = _time(lambda config=config: analytic_macs(config, resolution), 50)
         t0 = time.perf_counter()
         traced = count_macs(config, resolution)
         f = time.perf_counter() - t0

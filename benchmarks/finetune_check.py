@@ -18,16 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cvt  # noqa: E402  (first: makes torchvision, hence timm, importable on CPU torch)
-import torch  # noqa: E402
+import cvt  # first: makes torchvision, hence timm, importable on CPU torch
+import torch
 
-from cvt import UserError  # noqa: E402
-from nas._cli import ArgumentParser, run_main  # noqa: E402
-from nas.cost import analytic_macs, analytic_params  # noqa: E402
-from nas.data import load_dataset  # noqa: E402
-from nas.proxy import ProxyConfig, TrainingFailed, train_proxy  # noqa: E402
+from cvt import UserError
+from nas.cli import ArgumentParser, run_main
+from nas.cost import analytic_macs, analytic_params
+from nas.data import load_dataset
+from nas.proxy import ProxyConfig, TrainingFailed, train_proxy
 
 
 def _candidates(configs: Sequence[Path], baselines: Sequence[str]) -> list[tuple[str, Any]]:
@@ -94,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_table(rows: dict[str, dict[str, Any]], factor: float, resolution: int) -> None:
     from scipy.stats import kendalltau
 
-    print(f"\n| architecture | GMACs @{resolution} | params | proxy top-1 % | {factor:g}x longer top-1 % | proxy rank | "
+    print(f"\n| architecture | GMACs @{resolution} | params | proxy top-1 % | {factor:g}x longer top-1 % | "
+          f"proxy rank | "
           f"longer rank |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     by_proxy = sorted(rows, key=lambda n: -rows[n]["proxy"])

@@ -27,15 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cvt  # noqa: E402  (first: makes torchvision, hence timm/transformers, importable on CPU torch)
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import cvt  # first: makes torchvision, hence timm/transformers, importable on CPU torch
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from nas._cli import ArgumentParser, run_main  # noqa: E402
-from nas.cost import count_macs  # noqa: E402
+from nas.cli import ArgumentParser, run_main
+from nas.cost import count_macs
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,18 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cvt  # noqa: E402,F401  (first: makes torchvision, hence timm, importable on CPU torch)
-import optuna  # noqa: E402
-import torch  # noqa: E402
+import cvt  # noqa: F401  (first: makes torchvision, hence timm, importable on CPU torch)
+import optuna
+import torch
 
-from cvt import UserError  # noqa: E402
-from nas._cli import ArgumentParser, parse_shard, run_main  # noqa: E402
-from nas.cost import analytic_macs, analytic_params  # noqa: E402
-from nas.data import load_dataset  # noqa: E402
-from nas.ranking import balanced_shard  # noqa: E402
-from nas.proxy import ProxyConfig, TrainingFailed, proxy_model_config, train_proxy, zero_cost  # noqa: E402
-from search_spaces import get_space, list_spaces  # noqa: E402
+from cvt import UserError
+from nas.cli import ArgumentParser, parse_shard, run_main
+from nas.cost import analytic_macs, analytic_params
+from nas.data import load_dataset
+from nas.ranking import balanced_shard
+from nas.proxy import ProxyConfig, TrainingFailed, proxy_model_config, train_proxy, zero_cost
+from search_spaces import get_space, list_spaces
 
 QUICK = {"epochs": 1, "train_subset": 256, "val_subset": 256, "width_mult": 0.25}
 
@@ -274,12 +273,14 @@ def print_noise(rows: list[dict[str, Any]]) -> None:
     if not noisy:
         return
     print("\nNoise floor: one architecture under several seeds vs the sampled architectures under seed 0 (sd, %)")
-    print("| space | arch | seeds | proxy sd (seeds) | proxy sd (architectures) | long sd (seeds) | long sd (architectures) |")
+    print("| space | arch | seeds | proxy sd (seeds) | proxy sd (architectures) | long sd (seeds) "
+          "| long sd (architectures) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in noisy:
         same = [r["values"]] + list(r["noise"].values())
         across = [x["values"] for x in rows if x["space"] == r["space"]]
-        print(f"| {r['space']} | {r['arch_id']} | {len(same)} | {_sd(same, 'proxy'):.2f} | {_sd(across, 'proxy'):.2f} | "
+        print(f"| {r['space']} | {r['arch_id']} | {len(same)} | {_sd(same, 'proxy'):.2f} | "
+              f"{_sd(across, 'proxy'):.2f} | "
               f"{_sd(same, 'long'):.2f} | {_sd(across, 'long'):.2f} |")
 
 

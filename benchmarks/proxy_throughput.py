@@ -22,19 +22,17 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cvt  # noqa: E402  (first: makes torchvision, hence timm, importable on CPU torch)
-import timm  # noqa: E402
-import torch  # noqa: E402
+import cvt  # first: makes torchvision, hence timm, importable on CPU torch
+import timm
+import torch
 
-from nas._cli import ArgumentParser, run_main  # noqa: E402
-from nas.cost import count_macs, count_params  # noqa: E402
-from nas.data import load_dataset  # noqa: E402
-from nas.proxy import ProxyConfig, proxy_model_config, train_proxy  # noqa: E402
+from nas.cli import ArgumentParser, run_main
+from nas.cost import count_macs, count_params
+from nas.data import load_dataset
+from nas.proxy import ProxyConfig, proxy_model_config, train_proxy
 
 BASELINE = "DeiT-Tiny/4 (timm)"
 

@@ -10,7 +10,7 @@ Without work left (or with ``--report``) it prints the table and the noise ceili
 
     python benchmarks/ranking_oracle.py --threads 1 --shard 0/2 --out oracle-0.json &    # two cores:
     python benchmarks/ranking_oracle.py --threads 1 --shard 1/2 --out oracle-1.json; wait
-    python benchmarks/ranking_oracle.py --merge oracle-0.json oracle-1.json --out experiments/results/ranking-oracle/cvt-4gflops.json --report
+    python benchmarks/ranking_oracle.py --merge oracle-0.json oracle-1.json --out cvt-4gflops.json --report
     python benchmarks/ranking_oracle.py --quick --data synthetic --out /tmp/oracle-quick.json            # smoke run
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from cvt import UserError
-from nas._cli import ArgumentParser, parse_shard, run_main
+from nas.cli import ArgumentParser, parse_shard, run_main
 from nas.data import load_dataset
 from nas.ranking import (OracleSpec, OracleStore, Reference, jobs, kendall_tau, pending, reference_architectures,
                          shard_jobs, train_reference)
@@ -47,7 +46,8 @@ def print_report(store: OracleStore, refs: Sequence[Reference], seeds: int) -> N
           + " | ".join(f"seed {s} %" for s in range(seeds)) + " | minutes (seed 0) |")
     print("|---:|---|---|---:|---:|---|---|" + "---:|" * (seeds + 1))
     for i, r in enumerate(refs, 1):
-        accs = " | ".join(f"{store.accuracy(r.arch_id, s):.2f}" if store.has(r.arch_id, s) else "" for s in range(seeds))
+        accs = " | ".join(f"{store.accuracy(r.arch_id, s):.2f}" if store.has(r.arch_id, s) else ""
+                          for s in range(seeds))
         wall = store.results.get(r.arch_id, {}).get(0, {}).get("wall_time_s", math.nan)
         print(f"| {i} | {r.kind} | {r.name} `{r.arch_id}` | {r.macs / 1e9:.2f} | {r.params / 1e6:.2f} | "
               f"{'/'.join(map(str, r.config.depths))} | {'/'.join(map(str, r.config.embed_dims))} | {accs} | "
@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-seed", type=int, default=defaults.sample_seed, help="sampling seed (default 0)")
     parser.add_argument("--members", type=int, default=defaults.members,
                         help=f"architectures sampled in the band (default {defaults.members}; may grow later)")
-    parser.add_argument("--seeds", type=int, default=defaults.seeds, help=f"seeds per noise member (default {defaults.seeds})")
+    parser.add_argument("--seeds", type=int, default=defaults.seeds,
+                        help=f"seeds per noise member (default {defaults.seeds})")
     parser.add_argument("--noise-members", type=int, default=defaults.noise_members,
                         help=f"first sampled members trained under every seed (default {defaults.noise_members})")
     parser.add_argument("--max-draws", type=int, default=defaults.max_draws,

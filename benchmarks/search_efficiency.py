@@ -25,13 +25,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cvt  # noqa: E402,F401  (first: makes torchvision, hence timm, importable on CPU torch)
+import cvt  # noqa: F401  (first: makes torchvision, hence timm, importable on CPU torch)
 
-from nas._cli import ArgumentParser, run_main  # noqa: E402
-from nas.budget import parse_budget  # noqa: E402
-from nas.search import SearchConfig, run_search  # noqa: E402
+from nas.cli import ArgumentParser, run_main
+from nas.budget import parse_budget
+from nas.search import SearchConfig, run_search
 
 QUICK = {"trials": 4, "proxy": {"epochs": 1, "train_subset": 256, "val_subset": 256, "width_mult": 0.25}}
 DONE = "efficiency-run.json"  # written into a run directory once its search has finished

@@ -11,14 +11,15 @@ from ._torchvision_compat import ensure_torchvision
 ensure_torchvision()
 
 from ._checkpoint import load_checkpoint  # noqa: E402
-from ._cct_config import CCTConfig  # noqa: E402
-from ._config import CvTConfig, read_yaml  # noqa: E402
+from ._cct_config import POOL as CCT_POOL, POOLINGS, POS_EMBEDS, CCTConfig  # noqa: E402
+from ._config import PROJ_METHODS, BlockSpec, CvTConfig, read_yaml  # noqa: E402
 from ._errors import CheckpointError, ConfigError, UserError  # noqa: E402
 from .cct import PRESETS as CCT_PRESETS, CCT  # noqa: E402
 from .cvt import PRESETS as CVT_PRESETS, CvT  # noqa: E402
 
 __all__ = ["CvT", "CvTConfig", "CVT_PRESETS", "CCT", "CCTConfig", "CCT_PRESETS", "build_model", "load_checkpoint",
-           "preset", "load_config", "UserError", "ConfigError", "CheckpointError"]
+           "preset", "load_config", "read_yaml", "UserError", "ConfigError", "CheckpointError", "BlockSpec",
+           "PROJ_METHODS", "POOLINGS", "POS_EMBEDS", "CCT_POOL"]
 
 _MODELS = {CvTConfig: CvT, CCTConfig: CCT}
 

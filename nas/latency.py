@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cvt import UserError
-from nas._cli import ArgumentParser, run_main
+from nas.cli import ArgumentParser, run_main
 
 DEFAULT_DIR = Path("experiments/latency")
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import cvt
 from cvt import CCTConfig, CvTConfig, UserError
 
-from ._cli import ArgumentParser, run_main
+from .cli import ArgumentParser, run_main
 from .cost import count_macs, count_params
 
 
@@ -53,7 +53,8 @@ def _cvt_stages(config: CvTConfig, resolution: int) -> list[str]:
         for i in range(config.num_stages):
             blocks = config.blocks(i)
             rows.append(f"stage {i} blocks: kv stride {' '.join(str(b.stride_kv) for b in blocks)} | mlp ratio "
-                        f"{' '.join(f'{b.mlp_ratio:g}' for b in blocks)} | heads {' '.join(str(b.num_heads) for b in blocks)}")
+                        f"{' '.join(f'{b.mlp_ratio:g}' for b in blocks)} | heads "
+                        f"{' '.join(str(b.num_heads) for b in blocks)}")
     return rows
 
 

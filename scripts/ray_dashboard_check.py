@@ -30,10 +30,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from nas.ray_cluster import RayCluster, auth_token
 
-from nas._ray_cluster import RayCluster, auth_token  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # 320 architectures, 2.6-7.0 MMACs at 64x64: each proxy training takes seconds, long enough to be seen.
 SPACE = """\

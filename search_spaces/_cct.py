@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Mapping
 
-from cvt import CCTConfig, UserError
-from cvt._cct_config import POOLINGS, POS_EMBEDS
+from cvt import POOLINGS, POS_EMBEDS, CCTConfig, UserError
 
 from ._params import Choice, IntRange, Param
 from ._space import SearchSpace

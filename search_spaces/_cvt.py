@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Mapping
 
-from cvt import CvTConfig, UserError
-from cvt._config import PROJ_METHODS
+from cvt import PROJ_METHODS, CvTConfig, UserError
 
 from ._params import Choice, IntRange, Param
 from ._space import SearchSpace

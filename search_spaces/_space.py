@@ -231,25 +231,14 @@ class SearchSpace(abc.ABC):
         return config.arch_id()
 
     # ------------------------------------------------------------------ extremes
-    def extremes(self, resolution: int | None = None, *, by: str = "macs",
-                 num_classes: int = 1000) -> tuple[Any, Any]:
-        """The smallest and largest member by analytic MACs (or ``by="params"``).
+    def extremes(self, cost: Callable[[Any], float]) -> tuple[Any, Any]:
+        """The cheapest and the dearest member by ``cost``, a function of a decoded config (e.g. its MACs).
 
         Coordinate-wise search: start from the first value of every dimension and move one dimension at
         a time to its best value until nothing improves. Exact for the built-in spaces, where MACs and
         params never decrease with depth, width, kernel or MLP ratio and never increase with a stride;
         for a user space where a dimension is not monotone it may return a local extreme.
         """
-        from nas.cost import analytic_macs, analytic_params
-
-        if by == "macs":
-            def cost(c: Any) -> int:
-                return analytic_macs(c, resolution, num_classes)
-        elif by == "params":
-            def cost(c: Any) -> int:
-                return analytic_params(c, num_classes)
-        else:
-            raise UserError(f"extremes(by={by!r}): use 'macs' or 'params'")
         return self._extreme(cost, 1), self._extreme(cost, -1)
 
     def _extreme(self, cost: Callable[[Any], int], sign: int) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cvt import UserError
-from cvt._config import read_yaml
+from cvt import read_yaml
 
 from ._cvt import BLOCK_KEYS, STAGE_KEYS, CvTSpace, StageOptions
 from ._space import SearchSpace

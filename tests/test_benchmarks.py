@@ -71,7 +71,7 @@ def test_efficiency_and_finetune_scripts_end_to_end(efficiency, tmp_path, capsys
 
 def test_finetune_check_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
     finetune = _script("finetune_check")
-    from nas._cli import run_main
+    from nas.cli import run_main
 
     assert run_main(finetune.main, [str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
     assert f"error: {tmp_path} is not a search run directory" in capsys.readouterr().err
@@ -79,7 +79,7 @@ def test_finetune_check_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 def test_proxy_fidelity_shards_merge_into_the_unsharded_result(tmp_path, capsys):
     fidelity = _script("proxy_fidelity")
-    from nas._cli import run_main
+    from nas.cli import run_main
 
     common = ["--quick", "--data", "synthetic", "--space", "cvt13-nas", "--archs", "3", "--threads", "1"]
     whole, parts = tmp_path / "whole.json", [tmp_path / "a.json", tmp_path / "b.json"]

@@ -21,7 +21,7 @@ from nas.cost import (LatencyPredictor, analytic_macs, analytic_params, count_ma
                       macs_breakdown, measure_latency)
 from nas.cost._latency import LatencyResult
 from nas.latency import main as latency_main
-from nas._cli import run_main
+from nas.cli import run_main
 from search_spaces import CvTSpace, StageOptions, get_space, list_spaces
 
 MEMBERS = int(os.environ.get("CVT_NAS_MAC_MEMBERS", "8"))

@@ -158,8 +158,8 @@ def test_projection_methods(method):
 
 
 def test_per_block_config_builds_per_block_blocks():
-    config = TINY.replace(depths=(1, 2, 3), num_heads=(1, (1, 2), (3, 1, 6)), mlp_ratio=(4.0, (2.0, 4.0), (1.0, 2.5, 4.0)),
-                          stride_kv=(2, (1, 2), (2, 1, 2)))
+    config = TINY.replace(depths=(1, 2, 3), num_heads=(1, (1, 2), (3, 1, 6)),
+                          mlp_ratio=(4.0, (2.0, 4.0), (1.0, 2.5, 4.0)), stride_kv=(2, (1, 2), (2, 1, 2)))
     model = _model(config)
     for stage in range(3):
         for j, spec in enumerate(config.blocks(stage)):

@@ -10,7 +10,7 @@ import pytest
 import cvt  # noqa: F401  (torchvision fix before timm)
 from cvt import CvTConfig
 from nas import export
-from nas._cli import run_main
+from nas.cli import run_main
 from nas.cost import analytic_macs, analytic_params
 from nas.search import SearchConfig, run_search
 

@@ -9,7 +9,7 @@ import pytest
 
 import cvt
 from cvt import UserError
-from nas._cli import run_main
+from nas.cli import run_main
 from nas.budget import parse_budget
 from nas.cost import analytic_macs
 from nas.data import load_dataset

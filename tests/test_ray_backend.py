@@ -23,8 +23,8 @@ import pytest
 
 import cvt  # noqa: F401  (torchvision fix before timm)
 from cvt import CvTConfig, UserError
-from nas._cli import run_main
-from nas._ray_cluster import _probe, init_ray
+from nas.cli import run_main
+from nas.ray_cluster import _probe, init_ray
 from nas.search import main
 from test_search import TINY_PROXY, TINY_SPACE, load_study, read_csv
 

@@ -16,7 +16,7 @@ import pytest
 import cvt  # noqa: F401  (torchvision fix before timm)
 import optuna
 from cvt import CvTConfig, UserError
-from nas._cli import run_main
+from nas.cli import run_main
 from nas.cost import analytic_macs
 from nas.search import SearchConfig, main, run_search
 from nas.search._options import parse_config

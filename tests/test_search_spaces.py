@@ -97,7 +97,7 @@ def test_cct_space():
     assert not space.contains(cvt.preset("vit_lite_7_4_32"))  # patch tokenizer
     with pytest.raises(UserError, match="holds CCT configs"):
         space.params_of(cvt.preset("cvt_13"))
-    lo, hi = space.extremes(32)
+    lo, hi = space.extremes(lambda c: analytic_macs(c, 32))
     assert analytic_macs(lo) < analytic_macs(cvt.preset("cct_7_3x1_32")) < analytic_macs(hi)
 
 
@@ -241,21 +241,24 @@ def test_cardinality_matches_enumeration():
 
 
 def test_cvt13_nas_extremes():
-    smallest, largest = get_space("cvt13-nas").extremes(224)
+    smallest, largest = get_space("cvt13-nas").extremes(lambda c: analytic_macs(c, 224))
     assert round(analytic_params(smallest) / 1e6, 2) == 13.78
     assert round(analytic_params(largest) / 1e6, 2) == 20.00
     assert round(analytic_macs(smallest) / 1e9, 2) == 3.12
     assert round(analytic_macs(largest) / 1e9, 2) == 6.64
     assert set(smallest.stride_kv) == {2} and set(smallest.mlp_ratio) == {2.0}
     assert set(largest.stride_kv) == {1} and set(largest.mlp_ratio) == {4.0}
-    lo, hi = get_space("cvt13-nas").extremes(by="params")
+    lo, hi = get_space("cvt13-nas").extremes(analytic_params)
     assert analytic_params(lo) == analytic_params(smallest) and analytic_params(hi) == analytic_params(largest)
 
 
 def test_cvt_extremes_bound_random_members():
     space = get_space("cvt")
     for resolution in (32, 224):
-        lo, hi = (analytic_macs(c, resolution) for c in space.extremes(resolution))
+        def macs(c, resolution=resolution):
+            return analytic_macs(c, resolution)
+
+        lo, hi = (macs(c) for c in space.extremes(macs))
         rng = np.random.default_rng(resolution)
         for _ in range(200):
             assert lo <= analytic_macs(space.sample_config(rng), resolution) <= hi

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cvt import CCTConfig, ConfigError
-from cvt._cct_config import POOL
-from cvt._config import BlockSpec, CvTConfig
+from cvt import CCT_POOL as POOL, BlockSpec, CCTConfig, ConfigError, CvTConfig
 
 from ._count import CONVENTIONS
 

@@ -42,8 +42,10 @@ from torch import nn
 
 from cvt import UserError
 
-__all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device", "normalize_device",
-           "device_signature", "PROTOCOL_VERSION", "DTYPES", "CLOCKS"]
+from .._paths import default_cache_dir as cache_root
+
+__all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device",
+           "normalize_device", "device_signature", "PROTOCOL_VERSION", "DTYPES", "CLOCKS"]
 
 logger = logging.getLogger(__name__)
 
@@ -284,8 +286,6 @@ def make_input(shape: tuple[int, ...], settings: LatencySettings) -> torch.Tenso
 
 def default_cache_dir() -> Path:
     """``$CVT_NAS_CACHE/latency`` or ``~/.cache/cvt-nas/latency``."""
-    from nas.data import default_cache_dir as cache_root
-
     return cache_root() / "latency"
 
 

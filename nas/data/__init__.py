@@ -7,7 +7,8 @@ so trials share it. See ``docs/data.md``::
     ds = load_dataset("auto")          # CIFAR-10 if found, else download, else digits (with a warning)
     print(ds.description)
 """
-from ._dataset import Dataset, default_cache_dir, default_data_root
+from .._paths import default_cache_dir, default_data_root
+from ._dataset import Dataset
 from ._load import DATASETS, load_dataset
 
 __all__ = ["Dataset", "load_dataset", "DATASETS", "default_data_root", "default_cache_dir"]

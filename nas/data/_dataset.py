@@ -1,9 +1,7 @@
 """``Dataset``: train/validation images held in memory as uint8 tensors, plus where they came from."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,19 +10,7 @@ import torch.nn.functional as F
 
 from cvt import UserError
 
-__all__ = ["Dataset", "default_data_root", "default_cache_dir"]
-
-
-def default_data_root() -> Path:
-    """Where datasets are looked for (and CIFAR-10 downloaded): ``$CVT_NAS_DATA`` or ``~/.cache/cvt-nas/data``."""
-    env = os.environ.get("CVT_NAS_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "cvt-nas" / "data"
-
-
-def default_cache_dir() -> Path:
-    """Where decoded image folders are cached as ``.npy``: ``$CVT_NAS_CACHE`` or ``~/.cache/cvt-nas``."""
-    env = os.environ.get("CVT_NAS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "cvt-nas"
+__all__ = ["Dataset"]
 
 
 def balanced_indices(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,8 @@ from cvt import UserError
 
 from . import _cifar
 from ._builtin import load_digits, make_synthetic
-from ._dataset import Dataset, default_cache_dir, default_data_root
+from .._paths import default_cache_dir, default_data_root
+from ._dataset import Dataset
 from ._idx import DEBIAN_PATH, read_fashion_mnist
 from ._imagefolder import read_imagefolder
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from cvt import UserError
 
-from .._cli import settings_from_dict
+from .._settings import settings_from_dict
 
 __all__ = ["ProxyConfig", "GPU_DEFAULTS"]
 

@@ -11,5 +11,5 @@ from ._oracle import (FORMAT, REFERENCE_RECIPE, OracleSpec, OracleStore, Referen
                       reference_architectures, shard_jobs, shrink_to_fit, train_reference)
 
 __all__ = ["OracleSpec", "OracleStore", "Reference", "reference_architectures", "shrink_to_fit", "jobs",
-           "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT", "kendall_tau", "regret",
-           "top_k_hit", "common_finite"]
+           "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT", "kendall_tau",
+           "regret", "top_k_hit", "common_finite"]

@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ import cvt
 from cvt import UserError
 
 from ..budget import Budget, parse_budget
+from ..metrics import METRICS
 from ..proxy import ProxyConfig, proxy_model_config, scale_width
 
 __all__ = ["OracleSpec", "Reference", "OracleStore", "reference_architectures", "shrink_to_fit", "jobs",
@@ -129,16 +130,13 @@ class Reference:
                 "params": self.params, "config": self.config.to_dict()}
 
 
-def _costs(config: Any) -> tuple[int, int]:
-    # Priced as nas.search prices a candidate: at the config's own resolution, 1000 classes.
-    from ..cost import analytic_macs, analytic_params
-
-    return int(analytic_macs(config, config.img_size, num_classes=1000)), int(analytic_params(config, num_classes=1000))
+def _price(config: Any, metric: str) -> int:
+    # As nas.search prices a candidate: at the config's own resolution, 1000 classes.
+    return int(METRICS[metric].compute(config, config.img_size, 1000))
 
 
-def _cost_of(spec: OracleSpec) -> Callable[[Any], int]:
-    kind = spec.budget_value.kind
-    return lambda config: _costs(config)[0 if kind == "macs" else 1]
+def _reference(config: Any, kind: str, name: str) -> Reference:
+    return Reference(config.arch_id(), kind, name, config, _price(config, "macs"), _price(config, "params"))
 
 
 def shrink_to_fit(config: Any, budget: Budget, *, step: float = 0.005) -> Any | None:
@@ -147,7 +145,9 @@ def shrink_to_fit(config: Any, budget: Budget, *, step: float = 0.005) -> Any | 
     Widths stay multiples of their stage's head counts (``nas.proxy.scale_width``), so the cost falls in
     steps; None when even the narrowest widths do not fit.
     """
-    cost = (lambda c: _costs(c)[0]) if budget.kind == "macs" else (lambda c: _costs(c)[1])
+    def cost(c: Any) -> int:
+        return _price(c, budget.kind)
+
     if cost(config) <= budget.value:
         return config
     # Cost never increases as the multiplier falls: bisect on the grid of multipliers.
@@ -172,8 +172,11 @@ def reference_architectures(spec: OracleSpec) -> list[Reference]:
 
     space = get_space(spec.space)
     budget = spec.budget_value
-    cost = _cost_of(spec)
-    cheapest, dearest = (cost(c) for c in space.extremes(by=budget.kind))
+
+    def cost(c: Any) -> int:
+        return _price(c, budget.kind)
+
+    cheapest, dearest = (cost(c) for c in space.extremes(cost))
     if cheapest > budget.value:
         raise UserError(f"budget {spec.budget}: the cheapest member of space {spec.space!r} costs "
                         f"{_format(cheapest, budget.kind)}; raise the budget")
@@ -190,9 +193,7 @@ def reference_architectures(spec: OracleSpec) -> list[Reference]:
         config = space.sample_config(rng)
         value = cost(config)
         if low < value <= high and config.arch_id() not in found:
-            macs, params = _costs(config)
-            found[config.arch_id()] = Reference(config.arch_id(), "sampled", f"member {len(found) + 1}", config,
-                                                macs, params)
+            found[config.arch_id()] = _reference(config, "sampled", f"member {len(found) + 1}")
     if len(found) < spec.members:
         raise UserError(f"only {len(found)} of {spec.members} members of space {spec.space!r} fell in the band "
                         f"{_format(low, budget.kind)}-{_format(high, budget.kind)} in {spec.max_draws} draws; "
@@ -203,12 +204,9 @@ def reference_architectures(spec: OracleSpec) -> list[Reference]:
         preset = cvt.preset(name)
         shrunk = shrink_to_fit(preset, budget)
         if shrunk is not None and shrunk.arch_id() not in found:
-            macs, params = _costs(shrunk)
-            label = name if shrunk is preset else f"{name} shrunk to fit"
-            refs.append(Reference(shrunk.arch_id(), "shrunk", label, shrunk, macs, params))
+            refs.append(_reference(shrunk, "shrunk", name if shrunk is preset else f"{name} shrunk to fit"))
         if shrunk is not preset:
-            macs, params = _costs(preset)
-            anchors.append(Reference(preset.arch_id(), "anchor", name, preset, macs, params))
+            anchors.append(_reference(preset, "anchor", name))
     return refs + anchors
 
 

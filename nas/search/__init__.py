@@ -23,9 +23,11 @@ import warnings
 from typing import Sequence
 
 from ._config import SearchConfig
+from ._export import FORMATS, export_run, export_trials, load_run, select_trials
 from ._run import SearchResult, run_search
 
-__all__ = ["main", "SearchConfig", "SearchResult", "run_search"]
+__all__ = ["main", "SearchConfig", "SearchResult", "run_search", "export_run", "export_trials", "select_trials",
+           "load_run", "FORMATS"]
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input is one line on stderr and exit code 2; Ctrl-C or ``kill`` exit 130 with the outputs written.
     """
-    from .._cli import run_main
+    from ..cli import run_main
 
     return run_main(_main, argv)
 

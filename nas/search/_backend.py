@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from cvt import UserError
-
-if TYPE_CHECKING:
-    from ._config import SearchConfig
 
 __all__ = ["Backend", "BACKENDS", "get_backend"]
 
@@ -30,12 +27,12 @@ BACKENDS: dict[str, str] = {
 class Backend(Protocol):
     """Runs trials into the study named ``config.name`` in the run directory's storage."""
 
-    def run(self, config: "SearchConfig", run_dir: Path, *, resolution: int | None = None, dataset: Any = None,
+    def run(self, config: Any, run_dir: Path, *, resolution: int | None = None, dataset: Any = None,
             progress: Any = None) -> str:
         """Run until ``config.trials`` proxy trainings, ``config.timeout`` or the untrained-sample guard.
 
         Args:
-            config: the validated search.
+            config: the validated search (a ``SearchConfig``, which imports this module: not annotated).
             run_dir: prepared run directory (manifest written, study created, run lock held by the caller).
             resolution: deployment resolution for costs (resolved by the preflight).
             dataset: the dataset the preflight loaded (reusable in this process).

@@ -16,14 +16,12 @@ from typing import Any, Mapping
 
 from cvt import UserError
 
-from .._cli import settings_from_dict
+from .._settings import settings_from_dict
+from ..metrics import COSTS, METRICS
 from ._backend import BACKENDS
 
-__all__ = ["SearchConfig", "OBJECTIVES", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "DTYPES", "PROXY_OPTIONS",
+__all__ = ["SearchConfig", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "DTYPES", "PROXY_OPTIONS",
            "parse_duration"]
-
-# Objective -> optimisation direction. Costs are reported in G (MACs), M (params) and ms (latency).
-OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "latency": "minimize", "params": "minimize"}
 
 # Samplers Optuna ships that handle categorical, multi-objective and constrained studies (checked with
 # Optuna 5.0). QMC is left out: on categorical-only spaces it falls back to random sampling; CMA-ES
@@ -151,9 +149,9 @@ class SearchConfig:
         if isinstance(objectives, str):
             objectives = [o for o in re.split(r"[,\s]+", objectives) if o]
         objectives = tuple(str(o).lower() for o in (objectives or ()))
-        unknown = [o for o in objectives if o not in OBJECTIVES]
+        unknown = [o for o in objectives if o not in METRICS]
         if unknown:
-            raise UserError(f"unknown objective {unknown[0]!r}; use any of {', '.join(OBJECTIVES)} "
+            raise UserError(f"unknown objective {unknown[0]!r}; use any of {', '.join(METRICS)} "
                             f"(comma-separated, accuracy included)")
         if self.scheduler == "asha" and objectives and "accuracy" not in objectives:
             raise UserError(f"--scheduler asha stops trials on per-epoch proxy accuracy, but objectives "
@@ -239,15 +237,14 @@ class SearchConfig:
         from nas.budget import parse_budget
 
         out = {}
-        for kind, option, text in (("macs", "--budget", self.budget), ("latency", "--latency-budget",
-                                                                        self.latency_budget),
-                                   ("params", "--params-budget", self.params_budget)):
+        for m in BUDGETED:
+            text = getattr(self, m.budget_field)
             if text is None:
                 continue
             try:
-                out[kind] = parse_budget(str(text), kind=kind)
+                out[m.name] = parse_budget(str(text), kind=m.budget_kind)
             except UserError as err:
-                raise UserError(f"{option} {text!r}: {err}") from None
+                raise UserError(f"{m.budget_option} {text!r}: {err}") from None
         return out
 
     @property
@@ -259,7 +256,7 @@ class SearchConfig:
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVES[o] for o in self.objective_names]
+        return [METRICS[o].direction for o in self.objective_names]
 
     @property
     def uses_latency(self) -> bool:
@@ -269,7 +266,7 @@ class SearchConfig:
     @property
     def slug(self) -> str:
         """``<space>-<budgets>``, e.g. ``cvt-13-nas-4gflops``: the default study name and export prefix."""
-        parts = [_slug(str(t)) for t in (self.budget, self.latency_budget, self.params_budget) if t]
+        parts = [_slug(str(t)) for t in (getattr(self, m.budget_field) for m in BUDGETED) if t]
         return "-".join([_slug(self.space)] + (parts or ["unconstrained"]))
 
     @property
@@ -310,3 +307,8 @@ class SearchConfig:
         """Names of the fields that make ``other`` a different search (for --resume checks)."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [k for k in mine if k not in self.RESUMABLE and mine[k] != theirs[k]]
+
+
+# The metrics with a budget, in the order of their SearchConfig fields (the order of names and listings).
+_FIELD_ORDER = [f.name for f in dataclasses.fields(SearchConfig)]
+BUDGETED = tuple(sorted((m for m in COSTS if m.budget_field), key=lambda m: _FIELD_ORDER.index(m.budget_field)))

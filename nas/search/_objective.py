@@ -10,39 +10,20 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cvt import UserError
 
 from ._config import SearchConfig
-from ._records import cost_attrs, objective_values, training_attrs
+from ..metrics import ANALYTIC_COSTS, METRICS
+from ._records import Cost, cost_attrs, objective_values, training_attrs
 from ._rundir import DeviceLock
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Cost", "Evaluator", "OptunaObjective", "resolve_train_device"]
-
-
-@dataclass
-class Cost:
-    """What an architecture costs at the deployment setting, and by how much it exceeds each budget."""
-
-    arch_id: str
-    macs: int
-    params: int
-    resolution: int
-    latency_ms: float | None = None
-    latency_iqr_ms: float | None = None
-    latency_device: str | None = None  # the device it was measured on (or predicted for)
-    latency_source: str | None = None  # "measured" or "predicted"
-    violations: dict[str, float] = field(default_factory=dict)  # budget kind -> (cost - budget) / budget
-
-    @property
-    def feasible(self) -> bool:
-        return all(v <= 0 for v in self.violations.values())
+__all__ = ["Evaluator", "OptunaObjective", "resolve_train_device"]
 
 
 def resolve_train_device(spec: str, worker: int) -> str:
@@ -115,24 +96,22 @@ class Evaluator:
 
     # ------------------------------------------------------------------ cost
     def cost(self, model_config) -> Cost:
-        """MACs and params analytically, then latency only if the cheap costs are within budget."""
-        from nas.cost import analytic_macs, analytic_params
-
+        """The analytic costs, then latency only if they are within budget (or when it is predicted)."""
         resolution = self.resolution or model_config.img_size
-        cost = Cost(arch_id=model_config.arch_id(), resolution=resolution,
-                    macs=int(analytic_macs(model_config, resolution, num_classes=self.config.num_classes)),
-                    params=int(analytic_params(model_config, num_classes=self.config.num_classes)))
-        for kind, value in (("macs", cost.macs), ("params", cost.params)):
-            if kind in self.budgets:
-                cost.violations[kind] = _violation(value, self.budgets[kind].value)
+        cost = Cost(arch_id=model_config.arch_id(), resolution=resolution)
+        for m in ANALYTIC_COSTS:
+            cost.values[m.name] = m.compute(model_config, resolution, self.config.num_classes)
+            if m.name in self.budgets:
+                cost.violations[m.name] = _violation(cost.values[m.name], self.budgets[m.name].value)
         if self.config.uses_latency:
             if cost.feasible or self.config.latency == "predicted":
-                cost.latency_ms, cost.latency_iqr_ms, cost.latency_device, cost.latency_source = \
+                cost.values["latency"], cost.latency_iqr_ms, cost.latency_device, cost.latency_source = \
                     self.latency(model_config, resolution)
             if "latency" in self.budgets:
                 # Not measured because a cheaper budget already failed: that budget decides.
-                cost.violations["latency"] = (0.0 if cost.latency_ms is None else
-                                              _violation(cost.latency_ms, self.budgets["latency"].value * 1e3))
+                latency = cost.values.get("latency")
+                cost.violations["latency"] = 0.0 if latency is None else _violation(
+                    latency, self.budgets["latency"].value * METRICS["latency"].budget_scale)
         return cost
 
     def latency(self, model_config, resolution: int) -> tuple[float, float | None, str, str]:
@@ -168,8 +147,7 @@ class Evaluator:
         An untrained candidate gets accuracy 0 and an unmeasured latency ``inf``: both only matter to
         samplers for infeasible trials, which they rank by constraint violation, never by these values.
         """
-        return objective_values(self.config.objective_names, accuracy=accuracy, macs=cost.macs,
-                                params=cost.params, latency_ms=cost.latency_ms)
+        return objective_values(self.config.objective_names, {**cost.values, "accuracy": accuracy})
 
     # ------------------------------------------------------------------ training
     def train(self, model_config, report: Callable[[int, float], Any] | None = None):

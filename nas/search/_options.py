@@ -13,8 +13,9 @@ from typing import Any, Sequence
 from cvt import UserError
 from nas.proxy import GPU_DEFAULTS
 
-from .._cli import ArgumentParser
-from ._config import DTYPES, LATENCY_MODES, OBJECTIVES, PROXY_OPTIONS, SAMPLERS, SCHEDULERS, SearchConfig
+from ..cli import ArgumentParser
+from ..metrics import METRICS
+from ._config import BUDGETED, DTYPES, LATENCY_MODES, PROXY_OPTIONS, SAMPLERS, SCHEDULERS, SearchConfig
 from ._backend import BACKENDS
 
 __all__ = ["build_parser", "parse_config"]
@@ -78,13 +79,10 @@ def build_parser() -> ArgumentParser:
     g = p.add_argument_group("what to search, under which budgets")
     g.add_argument("--space", help=f"search space: cvt, cvt13-nas, cct or a space YAML file "
                                    f"(default {_default('space')})")
-    g.add_argument("--budget", metavar="MACS",
-                   help="MAC budget at --resolution, e.g. 4GFLOPs, 4.1G, 800MFLOPs (FLOPs = multiply-accumulates)")
-    g.add_argument("--latency-budget", metavar="TIME",
-                   help="latency budget on --device, e.g. 2.5ms or 400us (batch --batch-size, --dtype)")
-    g.add_argument("--params-budget", metavar="COUNT", help="parameter budget, e.g. 20M")
+    for m in BUDGETED:
+        g.add_argument(m.budget_option, dest=m.budget_field, metavar=m.budget_metavar, help=m.budget_help)
     g.add_argument("--objectives", metavar="LIST",
-                   help=f"comma-separated, from {', '.join(OBJECTIVES)}; accuracy is maximised, costs minimised "
+                   help=f"comma-separated, from {', '.join(METRICS)}; accuracy is maximised, costs minimised "
                         f"(default accuracy,latency with a latency budget, else accuracy,macs)")
     g.add_argument("--resolution", type=int, metavar="PX",
                    help="input size at which MACs and latency are computed (default: the space's, 224 for CvT)")
@@ -94,7 +92,7 @@ def build_parser() -> ArgumentParser:
 
     g = p.add_argument_group("latency")
     g.add_argument("--latency", choices=LATENCY_MODES,
-                   help=f"measured on the device (default), or predicted by --latency-predictor")
+                   help="measured on the device (default), or predicted by --latency-predictor")
     g.add_argument("--latency-predictor", metavar="FILE", help="predictor JSON built for the device (nas.cost)")
     g.add_argument("--device", help="device latency is measured on: cpu, cuda or cuda:N (default cpu); measurement "
                                     "never overlaps proxy training on the same device")

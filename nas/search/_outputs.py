@@ -11,16 +11,13 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..metrics import COSTS, METRICS, by_column
 from ._records import CSV_COLUMNS, pareto_rows, trial_row
 
 __all__ = ["study_rows", "write_outputs"]
 
 _log = logging.getLogger(__name__)
 
-# Cost column -> (axis label, scale).
-_AXES = {"macs": ("GMACs", 1e-9), "params": ("parameters (M)", 1e-6), "latency_ms": ("latency (ms)", 1.0)}
-_BUDGET_COLUMN = {"macs": "macs", "params": "params", "latency": "latency_ms"}
-_OBJECTIVE = {column: objective for objective, column in _BUDGET_COLUMN.items()}
 
 
 def study_rows(study: Any) -> list[dict[str, Any]]:
@@ -45,8 +42,8 @@ def write_outputs(rows: list[dict[str, Any]], run_dir: Path, objectives: Sequenc
     written = {"trials.csv": run_dir / "trials.csv", "pareto.csv": run_dir / "pareto.csv"}
     _write_csv(written["trials.csv"], rows)
     _write_csv(written["pareto.csv"], front)
-    limits = {_BUDGET_COLUMN[k]: float(b.value) * (1e3 if k == "latency" else 1.0) for k, b in budgets.items()}
-    costs = [c for c in _AXES if any(r.get(c) is not None for r in rows)]
+    limits = {METRICS[k].column: float(b.value) * METRICS[k].budget_scale for k, b in budgets.items()}
+    costs = [m.column for m in COSTS if any(r.get(m.column) is not None for r in rows)]
     if costs:
         written.update(_plot_png(rows, front, costs, limits, run_dir, resolution, objectives))
         written.update(_plot_html(rows, front, costs, limits, run_dir))
@@ -54,7 +51,7 @@ def write_outputs(rows: list[dict[str, Any]], run_dir: Path, objectives: Sequenc
 
 
 def _points(rows, col):
-    scale = _AXES[col][1]
+    scale = by_column(col).scale
     trained = [(r[col] * scale, r["accuracy"], r["number"]) for r in rows
                if r["status"] == "trained" and r.get(col) is not None and r["accuracy"] is not None]
     over = [r[col] * scale for r in rows if r["status"] == "over_budget" and r.get(col) is not None
@@ -64,7 +61,7 @@ def _points(rows, col):
 
 def _label_axes(ax, xlabel: str, legend: str = "lower right") -> None:
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("proxy top-1 accuracy (%)")
+    ax.set_ylabel(METRICS["accuracy"].axis)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc=legend)
@@ -86,7 +83,7 @@ def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives)
 
     fig, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), squeeze=False)
     for ax, col in zip(axes[0], costs):
-        label, scale = _AXES[col]
+        label, scale = by_column(col).axis, by_column(col).scale
         trained, over = _points(rows, col)
         # Zoom on the trained candidates and the budget; samples far over budget are counted, not drawn.
         xs = [p[0] for p in trained] + ([limits[col] * scale] if col in limits else [])
@@ -102,7 +99,7 @@ def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives)
         pts = sorted((r[col] * scale, r["accuracy"], r["number"]) for r in front if r.get(col) is not None)
         if pts:
             # A line only where the front lives in this plane: accuracy against this one cost.
-            style = "o-" if tuple(objectives) == ("accuracy", _OBJECTIVE[col]) else "o"
+            style = "o-" if tuple(objectives) == ("accuracy", by_column(col).name) else "o"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, c="tab:red", ms=5, label="Pareto front")
             for x, y, n in pts:
                 ax.annotate(f"t{n}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -114,7 +111,7 @@ def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives)
             ax.axvline(limits[col] * scale, ls="--", c="k", lw=1, label="budget")
         if span:
             ax.set_xlim(*span)
-        where = f" at {resolution}x{resolution}" if resolution and col != "params" else ""
+        where = f" at {resolution}x{resolution}" if resolution and by_column(col).at_resolution else ""
         _label_axes(ax, label + where)
     _save(fig, run_dir / "pareto.png")
 
@@ -146,7 +143,7 @@ def _plot_html(rows, front, costs, limits, run_dir: Path) -> dict[str, Path]:
     fig = make_subplots(rows=1, cols=len(costs), shared_yaxes=True)
     on_front = {r["number"] for r in front}
     for i, col in enumerate(costs, start=1):
-        label, scale = _AXES[col]
+        label, scale = by_column(col).axis, by_column(col).scale
         trained = [r for r in rows if r["status"] == "trained" and r.get(col) is not None]
         for name, subset, color in (("trained", [r for r in trained if r["number"] not in on_front], "gray"),
                                     ("Pareto front", [r for r in trained if r["number"] in on_front], "red")):
@@ -157,12 +154,12 @@ def _plot_html(rows, front, costs, limits, run_dir: Path) -> dict[str, Path]:
         if col in limits:
             fig.add_vline(x=limits[col] * scale, line_dash="dash", row=1, col=i)
         fig.update_xaxes(title_text=label, row=1, col=i)
-    fig.update_yaxes(title_text="proxy top-1 accuracy (%)", row=1, col=1)
+    fig.update_yaxes(title_text=METRICS["accuracy"].axis, row=1, col=1)
     # One shared copy of plotly.js next to the pages: they open offline.
     fig.write_html(run_dir / "pareto.html", include_plotlyjs="directory")
     trained = [r for r in rows if r["status"] == "trained" and r["accuracy"] is not None]
     hist = go.Figure(go.Scatter(x=[r["number"] for r in trained], y=[r["accuracy"] for r in trained],
                                 mode="markers", name="trained trial"))
-    hist.update_layout(xaxis_title="trial number", yaxis_title="proxy top-1 accuracy (%)")
+    hist.update_layout(xaxis_title="trial number", yaxis_title=METRICS["accuracy"].axis)
     hist.write_html(run_dir / "history.html", include_plotlyjs="directory")
     return {"pareto.html": run_dir / "pareto.html", "history.html": run_dir / "history.html"}

@@ -44,11 +44,12 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from .._ray_cluster import RayCluster, check_trial_resources, init_ray
+from ..ray_cluster import RayCluster, check_trial_resources, init_ray
 from ._config import SearchConfig
-from ._objective import Cost, Evaluator, OptunaObjective
+from ._objective import Evaluator, OptunaObjective
 from ._optuna_backend import _find_trained, _mark_interrupted, _requeue, count_trials, stop_reason
-from ._records import failure_reason
+from ..metrics import COSTS
+from ._records import Cost, failure_reason
 from ._rundir import open_storage
 from ._samplers import derive_seed, make_sampler
 
@@ -157,8 +158,9 @@ class BudgetedOptunaSearch(OptunaSearch):
                 continue
             self._live[trial_id] = (trial, cost)
             cpus, gpus = s.resources
-            return {"nas_trial": trial.number, "arch_id": cost.arch_id, "macs": cost.macs, "params": cost.params,
-                    "latency": cost.latency_ms, "arch": dict(trial.params), "cpus": cpus, "gpus": gpus}
+            return {"nas_trial": trial.number, "arch_id": cost.arch_id,
+                    **{m.name: cost.values.get(m.name) for m in COSTS}, "arch": dict(trial.params), "cpus": cpus,
+                    "gpus": gpus}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "accuracy" in result:
@@ -237,7 +239,7 @@ class ProxyTrial(tune.Trainable):
             _trial_log.setLevel(logging.INFO)
             _trial_log.propagate = False
         # Costs under the objective names (Tune checks every result has the searcher's metrics); latency in ms.
-        self._info = {k: config[k] for k in ("nas_trial", "arch_id", "macs", "params", "latency")}
+        self._info = {k: config[k] for k in ("nas_trial", "arch_id", *(m.name for m in COSTS))}
         self._evaluator = Evaluator(SearchConfig.from_dict(search), _lock_dir(Path(run_dir)), dataset=dataset)
         model_config = self._evaluator.decode(config["arch"])
         proxy = self._evaluator.proxy_config()

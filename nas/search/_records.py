@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
+
+from ..metrics import ANALYTIC_COSTS, METRICS
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from ._objective import Cost
-
-__all__ = ["STATUSES", "objective_values", "values_from_attrs", "cost_attrs", "training_attrs", "failure_reason",
-           "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows"]
+__all__ = ["STATUSES", "Cost", "objective_values", "values_from_attrs", "cost_attrs", "training_attrs",
+           "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows"]
 
 STATUSES = ("trained", "pruned", "over_budget", "duplicate", "failed", "interrupted")
 
@@ -42,35 +43,51 @@ CSV_COLUMNS = ("number", "state", "status", "arch_id", "accuracy", "best_accurac
                "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker", "started", "model_config")
 
 
-# Objective name -> (user attribute, unit scale): values handed to samplers read as %, G, M and ms.
-_OBJECTIVE_ATTRS = {"accuracy": ("accuracy", 1.0), "macs": ("macs", 1e-9), "params": ("params", 1e-6),
-                    "latency": ("latency_ms", 1.0)}
+@dataclass
+class Cost:
+    """What an architecture costs at the deployment setting, and by how much it exceeds each budget.
+
+    ``values`` maps a cost metric's name (``nas.metrics``) to its raw value; latency is absent until measured.
+    """
+
+    arch_id: str
+    resolution: int
+    values: dict[str, float] = field(default_factory=dict)
+    latency_iqr_ms: float | None = None
+    latency_device: str | None = None  # the device it was measured on (or predicted for)
+    latency_source: str | None = None  # "measured" or "predicted"
+    violations: dict[str, float] = field(default_factory=dict)  # budget kind -> (cost - budget) / budget
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.violations.values())
 
 
-def objective_values(objectives: Iterable[str], **measures: float | None) -> list[float]:
-    """Objective values in order from ``accuracy=``, ``macs=``, ``params=``, ``latency_ms=``.
+def objective_values(objectives: Iterable[str], measures: dict[str, float | None]) -> list[float]:
+    """Objective values in order from raw ``measures`` by metric name, each in its metric's unit.
 
-    An untrained candidate has accuracy 0 and an unmeasured latency ``inf``: samplers rank infeasible
-    trials by their constraint violation, never by these placeholders.
+    An unmeasured value (an untrained candidate's accuracy, an unmeasured latency) is its metric's
+    placeholder: samplers rank infeasible trials by their constraint violation, never by these.
     """
     out = []
     for name in objectives:
-        attr, scale = _OBJECTIVE_ATTRS[name]
-        value = measures.get(attr)
-        out.append((0.0 if name == "accuracy" else math.inf) if value is None else float(value) * scale)
+        m, value = METRICS[name], measures.get(name)
+        out.append(m.placeholder() if value is None else float(value) * m.scale)
     return out
 
 
 def values_from_attrs(objectives: Iterable[str], attrs: dict[str, Any]) -> list[float]:
     """The objective values of a trial whose outcome was recorded but never told (killed in between)."""
-    return objective_values(objectives, **{a: attrs.get(a) for a, _ in _OBJECTIVE_ATTRS.values()})
+    return objective_values(objectives, {m.name: attrs.get(m.column) for m in METRICS.values()})
 
 
-def cost_attrs(cost: "Cost") -> dict[str, Any]:
+def cost_attrs(cost: Cost) -> dict[str, Any]:
     """User attributes describing an architecture's cost (set before any training)."""
-    attrs = {"arch_id": cost.arch_id, "macs": cost.macs, "params": cost.params, "resolution": cost.resolution}
-    if cost.latency_ms is not None:
-        attrs.update(latency_ms=cost.latency_ms, latency_iqr_ms=cost.latency_iqr_ms,
+    attrs = {"arch_id": cost.arch_id, **{m.column: cost.values[m.name] for m in ANALYTIC_COSTS},
+             "resolution": cost.resolution}
+    latency = cost.values.get("latency")
+    if latency is not None:
+        attrs.update(latency_ms=latency, latency_iqr_ms=cost.latency_iqr_ms,
                      latency_device=cost.latency_device, latency_source=cost.latency_source)
     return attrs
 
@@ -133,9 +150,7 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
 
 def pareto_rows(rows: list[dict[str, Any]], objectives: Iterable[str]) -> list[dict[str, Any]]:
     """Non-dominated trained, within-budget rows (one per architecture), most accurate first."""
-    keys = {"accuracy": ("accuracy", 1.0), "macs": ("macs", -1.0), "params": ("params", -1.0),
-            "latency": ("latency_ms", -1.0)}
-    cols = [keys[o] for o in objectives]
+    cols = [(METRICS[o].column, METRICS[o].sign) for o in objectives]
     seen, pool = set(), []
     for row in sorted(rows, key=lambda r: r["number"]):
         if row["status"] != "trained" or row["feasible"] is False or row["arch_id"] in seen:

@@ -14,8 +14,10 @@ from typing import Any
 
 from cvt import UserError
 
+from ..metrics import ANALYTIC_COSTS, METRICS
 from ._backend import get_backend
 from ._config import SearchConfig
+from ._export import export_run
 from ._outputs import study_rows, write_outputs
 from ._progress import Progress, summarize
 from ._records import pareto_rows
@@ -81,27 +83,28 @@ def _check_predictor(config: SearchConfig, resolution: int) -> None:
 
 def _check_budgets(config: SearchConfig, space: Any, resolution: int, evaluator: Any) -> None:
     """A budget below the space's smallest member is an error; one above its largest, a warning."""
-    from nas.cost import analytic_macs, analytic_params
-
     budgets = config.budgets
-    costs = {"macs": lambda c: analytic_macs(c, resolution, num_classes=config.num_classes),
-             "params": lambda c: analytic_params(c, num_classes=config.num_classes)}
-    for kind in ("macs", "params"):
-        if kind not in budgets:
+    for m in ANALYTIC_COSTS:
+        if m.name not in budgets:
             continue
-        lo, hi = (costs[kind](c) for c in space.extremes(resolution, by=kind, num_classes=config.num_classes))
-        if lo > budgets[kind].value:
-            at = f" at {resolution}x{resolution}" if kind == "macs" else ""
-            raise UserError(f"no architecture in space {space.name} has <= {budgets[kind]}{at}; the smallest has "
-                            f"{_fmt(kind, lo)}; raise the budget or choose a space with smaller members")
-        if hi <= budgets[kind].value:
+
+        def cost(c: Any, m: Any = m) -> float:
+            return m.compute(c, resolution, config.num_classes)
+
+        lo, hi = (cost(c) for c in space.extremes(cost))
+        if lo > budgets[m.name].value:
+            at = f" at {resolution}x{resolution}" if m.at_resolution else ""
+            raise UserError(f"no architecture in space {space.name} has <= {budgets[m.name]}{at}; the smallest has "
+                            f"{_fmt(m.name, lo)}; raise the budget or choose a space with smaller members")
+        if hi <= budgets[m.name].value:
             _log.warning("warning: every architecture in space %s fits %s (the largest has %s), so the budget does "
                          "not bind: the search trades accuracy against the other objectives only", space.name,
-                         budgets[kind], _fmt(kind, hi))
+                         budgets[m.name], _fmt(m.name, hi))
     if "latency" in budgets:
         # Latency grows with MACs in these spaces; the MAC extremes bracket it. The largest member is
         # only predicted, never measured: in a wide space it can cost hundreds of GMACs per image.
-        smallest, largest = space.extremes(resolution, by="macs", num_classes=config.num_classes)
+        macs = METRICS["macs"]
+        smallest, largest = space.extremes(lambda c: macs.compute(c, resolution, config.num_classes))
         lo = evaluator.latency(smallest, resolution)[0]
         limit_ms = budgets["latency"].value * 1e3
         how = "predicted" if config.latency == "predicted" else "measured"
@@ -219,8 +222,6 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
 
 
 def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int) -> SearchResult:
-    from nas.export import export_run
-
     trials = study.get_trials(deepcopy=False)
     rows = study_rows(study)
     outputs = write_outputs(rows, run.path, config.objective_names, config.budgets, resolution)

@@ -1,15 +1,14 @@
 """Command-line plumbing shared by every ``python -m nas.*`` entry point.
 
 Bad input is a :class:`cvt.UserError`: printed as one line ``error: ...`` on stderr, exit code 2, no
-traceback. Ctrl-C exits 130 after the command's own cleanup (finished work is already on disk). Settings
-read back from recipes and manifests go through :func:`settings_from_dict`, so a stray key is such an error.
+traceback. Ctrl-C exits 130 after the command's own cleanup (finished work is already on disk). Public, so
+that scripts (``benchmarks/``) behave like the commands.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from cvt import UserError
 
@@ -44,12 +43,3 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two processes)")
     return index, count
-
-
-def settings_from_dict(cls: Any, data: Mapping[str, Any], what: str) -> Any:
-    """``cls(**data)`` for a settings dataclass; keys it lacks are one error naming the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"unknown {what} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**dict(data))

@@ -1,0 +1,158 @@
+"""Searched architectures as reference-format configs with a provenance header (``python -m nas.export``).
+
+Each export is the reference's experiment YAML (``MODEL.SPEC``, per-block values as nested lists), named
+``<space>-<budget>-t<trial>.yaml``, with a comment header recording where it came from: every cost metric
+(``nas.metrics``), proxy accuracy and settings, dataset, space, sampler, seed, trial and the cvt-nas version.
+``run_search`` writes the run's own exports with :func:`export_run`; the command exports any selection.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import cvt
+from cvt import UserError
+
+from ..metrics import COSTS
+from ._records import is_trained, pareto_rows, trial_row
+from ._rundir import RunDir, journal_path, open_storage
+
+__all__ = ["export_run", "export_trials", "select_trials", "load_run", "FORMATS"]
+
+# Config class -> a timm model name that takes ``config=`` (any variant of the family does).
+_TIMM_NAMES = {"CvTConfig": "cvt_13", "CCTConfig": "cct_7_3x1_32"}
+FORMATS = ("yaml", "json")  # what export_trials writes
+
+
+def load_run(run_dir: str | Path):
+    """(manifest, SearchConfig, study) of a run directory, read-only; UserError if it is not one."""
+    import optuna
+
+
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    config = run.stored_config()
+    journal = journal_path(config.storage, run.path)
+    if journal is not None and not journal.is_file():
+        raise UserError(f"{run.path} has no study storage ({journal.name} is missing); nothing to export")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run.path))
+    except Exception as err:  # noqa: BLE001 - an unreadable store is the user's corrupt run, reported in one line
+        raise UserError(f"cannot read the study of {run.path} ({type(err).__name__}: {err})") from None
+    return manifest, config, study
+
+
+def select_trials(study: Any, objectives: Sequence[str], *, top: int | None = None, pareto: bool = False,
+                  trial: int | None = None) -> list[Any]:
+    """The trained, within-budget trials to export: the Pareto front, the ``top`` most accurate, or one.
+
+    Raises:
+        UserError: the run has no trained trial, or ``trial`` was not trained within budget.
+    """
+
+    trials = study.get_trials(deepcopy=False)
+    trained = [t for t in trials if is_trained(t) and all(v <= 0 for v in t.constraints.values())]
+    if trial is not None:
+        match = [t for t in trials if t.number == trial]
+        if not match:
+            raise UserError(f"the run has no trial {trial} (it has trials 0-{len(trials) - 1})")
+        if match[0] not in trained:
+            status = match[0].user_attrs.get("status") or match[0].state.name.lower()
+            raise UserError(f"trial {trial} was not trained within budget (status {status}); "
+                            f"export a trained one (see trials.csv)")
+        return match
+    if not trained:
+        raise UserError(f"the run has no trained trial to export ({len(trials)} trial(s), none trained within "
+                        f"budget); run or resume the search first")
+    if top is not None:
+        if top < 1:
+            raise UserError(f"--top {top}: give a positive count")
+        by_arch = {}
+        for t in sorted(trained, key=lambda t: (-t.user_attrs["accuracy"], t.number)):
+            by_arch.setdefault(t.user_attrs.get("arch_id"), t)
+        return list(by_arch.values())[:top]
+    numbers = [r["number"] for r in pareto_rows([trial_row(t) for t in trained], objectives)]
+    by_number = {t.number: t for t in trained}
+    return [by_number[n] for n in numbers]
+
+
+def _model_config(attrs: dict[str, Any], resolution: int | None):
+    family = attrs.get("model_family", "CvTConfig")
+    config = getattr(cvt, family).from_dict(attrs["model_config"])
+    # TRAIN.IMAGE_SIZE records the resolution the costs were computed at.
+    if resolution and getattr(config, "img_size", resolution) != resolution:
+        config = config.replace(img_size=resolution)
+    return config
+
+
+def _provenance(trial: Any, manifest: dict[str, Any], config: Any) -> dict[str, Any]:
+    import nas
+
+    attrs = trial.user_attrs
+    latency = None
+    if attrs.get("latency_ms") is not None:
+        latency = {"ms": attrs["latency_ms"], "iqr_ms": attrs.get("latency_iqr_ms"),
+                   "device": attrs.get("latency_device"), "source": attrs.get("latency_source"),
+                   "batch_size": config.batch_size, "dtype": config.dtype}
+    dataset = manifest.get("dataset") or {}
+    return {
+        "cvt_nas_version": nas.__version__, "study": config.name, "trial": trial.number,
+        "arch_id": attrs.get("arch_id"), "space": config.space, "sampler": config.sampler, "seed": config.seed,
+        "budgets": {k: str(b) for k, b in config.budgets.items()},
+        "resolution": attrs.get("resolution"), "num_classes": config.num_classes,
+        "macs": attrs.get("macs"), "params": attrs.get("params"), "latency": latency,
+        "proxy_accuracy": attrs.get("accuracy"), "proxy_best_accuracy": attrs.get("best_accuracy"),
+        "proxy_epochs": attrs.get("epochs"), "proxy": manifest.get("proxy"),
+        "dataset": {k: dataset.get(k) for k in ("name", "source", "num_classes", "train_size", "val_size")
+                    if k in dataset} or dataset,
+    }
+
+
+def _header(p: dict[str, Any], family: str, filename: str) -> str:
+    proxy = ", ".join(f"{k}={v}" for k, v in (p["proxy"] or {}).items() if v is not None)
+    dataset = ", ".join(f"{k} {v}" for k, v in p["dataset"].items() if k != "name")
+    name = _TIMM_NAMES.get(family, "cvt_13")
+    return "\n".join([
+        f"cvt-nas {p['cvt_nas_version']}: trial {p['trial']} of study {p['study']} (arch {p['arch_id']})",
+        f"space {p['space']}, sampler {p['sampler']}, seed {p['seed']}, "
+        f"budgets: {', '.join(p['budgets'].values()) or 'none'}",
+        *(m.header(p) for m in COSTS if m.header is not None),
+        f"proxy accuracy: {p['proxy_accuracy']:.2f}% top-1 after {p['proxy_epochs']} epoch(s) "
+        f"(best epoch {p['proxy_best_accuracy']:.2f}%), a ranking signal, not a full-training result",
+        f"proxy settings: {proxy}",
+        f"dataset: {p['dataset'].get('name', '?')}" + (f" ({dataset})" if dataset else ""),
+        f"load: cvt.{family}.from_yaml('{filename}') or timm.create_model('{name}', config='{filename}', "
+        f"num_classes=N) after `import cvt`",
+    ])
+
+
+def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, out: str | Path,
+                  fmt: str = "yaml") -> list[Path]:
+    """Write one config file per trial into ``out``; returns the paths."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: use yaml or json")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for trial in trials:
+        model_config = _model_config(trial.user_attrs, trial.user_attrs.get("resolution"))
+        path = out / f"{config.slug}-t{trial.number:03d}.{fmt}"
+        provenance = _provenance(trial, manifest, config)
+        if fmt == "yaml":
+            model_config.to_yaml(path, header=_header(provenance, type(model_config).__name__, path.name))
+        else:
+            path.write_text(json.dumps({**model_config.to_dict(), "NAS": provenance}, indent=2) + "\n")
+        paths.append(path)
+    return paths
+
+
+def export_run(run_dir: str | Path, *, study: Any = None, fmt: str = "yaml") -> list[Path]:
+    """The search's own exports: ``RUN_DIR/exports/pareto/`` (the front) and ``exports/best/`` (the most
+    accurate trial within budget)."""
+    manifest, config, loaded = load_run(run_dir)
+    study = study or loaded
+    front = select_trials(study, config.objective_names, pareto=True)  # most accurate first
+    paths = export_trials(front, manifest, config, Path(run_dir) / "exports" / "pareto", fmt)
+    return paths + export_trials(front[:1], manifest, config, Path(run_dir) / "exports" / "best", fmt)
