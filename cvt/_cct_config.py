@@ -38,7 +38,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._config import YamlConfig, _image_size, _tuple
+from ._config import YamlConfig, _image_size, _tuple, fit_width
 from ._errors import ConfigError
 
 __all__ = ["CCTConfig", "LayerSpec", "TOKENIZERS", "POS_EMBEDS", "POOLINGS"]
@@ -258,6 +258,19 @@ class CCTConfig(YamlConfig):
     def replace(self, **changes: Any) -> "CCTConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def describe(self, resolution: int | None = None) -> list[str]:
+        """One line describing the architecture at ``resolution``: tokenizer, grid, tokens, layers, pooling."""
+        h, w = self.grid_size(resolution)
+        return [f"{self.tokenizer} tokenizer ({self.conv_layers} x {self.kernel_size}x{self.kernel_size}) -> "
+                f"{h}x{w} grid, {self.sequence_length(resolution)} tokens; {self.num_layers} layers of width "
+                f"{self.embed_dim}; {self.pooling} pooling, {self.pos_embed} position embedding"]
+
+    def scale_width(self, mult: float) -> "CCTConfig":
+        """Width (a multiple of every head count) and tokenizer channels times ``mult``."""
+        heads = self.num_heads if isinstance(self.num_heads, tuple) else (self.num_heads,)
+        return self.replace(embed_dim=fit_width(self.embed_dim, heads, mult),
+                            conv_channels=max(1, round(self.conv_channels * mult)))
 
     def to_spec(self) -> dict:
         """The ``MODEL.SPEC`` mapping (plain lists, YAML/JSON ready)."""

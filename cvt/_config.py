@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -126,6 +127,12 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
 
 
 _C = TypeVar("_C", bound="YamlConfig")
+
+
+def fit_width(dim: int, heads: tuple[int, ...], mult: float) -> int:
+    """``dim * mult`` rounded to a multiple of every head count in ``heads`` (at least one such multiple)."""
+    unit = math.lcm(*(int(h) for h in heads))
+    return max(unit, round(dim * mult / unit) * unit)
 
 
 class YamlConfig:
@@ -351,6 +358,35 @@ class CvTConfig(YamlConfig):
     def replace(self, **changes: Any) -> "CvTConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def describe(self, resolution: int | None = None) -> list[str]:
+        """Lines describing the architecture at ``resolution``: a per-stage table (grid, tokens, width, heads,
+        depth, MLP ratios, K/V strides), then each stage's per-block choices when they vary."""
+        rows = [f"{'stage':>5} {'grid':>9} {'Q tokens':>9} {'KV tokens':>10} {'dim':>5} {'heads':>7} {'depth':>5}"
+                f" {'mlp ratio':>11} {'kv stride':>10}"]
+        for i, (h, w) in enumerate(self.grid_sizes(resolution)):
+            blocks = self.blocks(i)
+            cls = int(self.cls_token[i])
+            kv = sorted({((h + 2 * b.padding_kv - b.kernel_qkv) // b.stride_kv + 1)
+                         * ((w + 2 * b.padding_kv - b.kernel_qkv) // b.stride_kv + 1) + cls for b in blocks})
+            heads = sorted({b.num_heads for b in blocks})
+            ratios = sorted({b.mlp_ratio for b in blocks})
+            strides = sorted({b.stride_kv for b in blocks})
+            join = lambda xs: "/".join(f"{x:g}" for x in xs)  # noqa: E731
+            rows.append(f"{i:>5} {f'{h}x{w}':>9} {h * w + cls:>9} {join(kv):>10} {self.embed_dims[i]:>5} "
+                        f"{join(heads):>7} {self.depths[i]:>5} {join(ratios):>11} {join(strides):>10}")
+        if self.is_per_block:  # a searched architecture: its block-by-block choices, stage by stage
+            for i in range(self.num_stages):
+                blocks = self.blocks(i)
+                rows.append(f"stage {i} blocks: kv stride {' '.join(str(b.stride_kv) for b in blocks)} | mlp ratio "
+                            f"{' '.join(f'{b.mlp_ratio:g}' for b in blocks)} | heads "
+                            f"{' '.join(str(b.num_heads) for b in blocks)}")
+        return rows
+
+    def scale_width(self, mult: float) -> "CvTConfig":
+        """Every stage's width times ``mult``, kept a multiple of that stage's head counts."""
+        return self.replace(embed_dims=tuple(fit_width(d, self.stage_values("num_heads", i), mult)
+                                             for i, d in enumerate(self.embed_dims)))
 
     def to_spec(self) -> dict:
         """The ``MODEL.SPEC`` mapping (plain lists, YAML/JSON ready)."""

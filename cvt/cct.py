@@ -28,6 +28,7 @@ from torch import nn
 
 from ._cct_config import POOL, CCTConfig, LayerSpec
 from ._errors import CheckpointError, ConfigError
+from ._family import Family
 from .cvt import DropPath
 
 __all__ = ["CCT", "Tokenizer", "Attention", "EncoderLayer", "SeqPool", "SequenceClassifier", "PRESETS",
@@ -386,6 +387,9 @@ def _cfg(name: str, config: CCTConfig) -> dict:
 
 
 default_cfgs = generate_default_cfgs({name: _cfg(name, config) for name, config in PRESETS.items()})
+
+FAMILY = Family(name="cct", config_cls=CCTConfig, model_cls=CCT, presets=PRESETS, yaml_name="cct",
+                timm_name="cct_7_3x1_32")
 
 # timm keyword -> config field, for the usual overrides (timm.create_model(name, drop_path_rate=0.2)).
 _OVERRIDES = ("in_chans", "img_size", "drop_rate", "attn_drop_rate", "drop_path_rate")

@@ -33,6 +33,7 @@ from torch import nn
 
 from ._config import BlockSpec, CvTConfig
 from ._errors import ConfigError
+from ._family import Family
 
 __all__ = ["CvT", "QuickGELU", "Linear", "ConvEmbed", "ConvProjection", "ConvAttention", "Mlp", "CvTBlock",
            "CvTStage"]
@@ -572,6 +573,9 @@ def _cfg(config: CvTConfig) -> dict:
 
 
 default_cfgs = generate_default_cfgs({name: _cfg(config) for name, config in PRESETS.items()})
+
+FAMILY = Family(name="cvt", config_cls=CvTConfig, model_cls=CvT, presets=PRESETS, yaml_name="cls_cvt",
+                timm_name="cvt_13")
 
 
 def _create_cvt(variant: str, pretrained: bool = False, **kwargs) -> CvT:

@@ -58,11 +58,11 @@ def _print_report(report: dict, settings: dict, signature: dict) -> None:
 
 
 def _load_config(args: argparse.Namespace) -> Any:
-    from cvt import CvTConfig, preset
+    from cvt import load_config
 
     if bool(args.preset) == bool(args.config):
         raise UserError("give exactly one of --preset NAME or --config PATH.yaml")
-    return preset(args.preset) if args.preset else CvTConfig.from_yaml(args.config)
+    return load_config(args.preset or args.config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from nas.cli import run_main
 from nas.cost import analytic_macs
 from nas.search import SearchConfig, main, run_search
 from nas.search._options import parse_config
-from nas.search._optuna_backend import stop_reason
+from nas.search._trials import stop_reason
 from nas.search._rundir import DeviceLock, RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,3 +381,53 @@ def test_search_config_validation():
     assert SearchConfig.from_dict(config.to_dict()) == config
     assert config.differences(config.replace(trials=99, workers=4)) == []
     assert config.differences(config.replace(budget="5G")) == ["budget"]
+
+
+def test_training_free_estimator_ranks_without_training(tmp_path, tiny_space, capsys):
+    from nas.data import load_dataset
+    from nas.proxy import ProxyConfig, zero_cost
+
+    out = tmp_path / "run"
+    code, stdout, stderr = cli(tiny_args(tiny_space, out, 3, "--estimator", "naswot"), capsys)
+    assert code == 0, stderr
+    assert "estimator naswot" in stderr
+    rows = [r for r in read_csv(out / "trials.csv") if r["status"] == "trained"]
+    assert len(rows) == 3 and all(r["epochs"] == "0" for r in rows)
+    settings = ProxyConfig(epochs=1, train_subset=64, val_subset=32, batch_size=32, threads=1, device="cpu")
+    config = CvTConfig.from_dict(json.loads(rows[0]["model_config"]))
+    assert float(rows[0]["accuracy"]) == pytest.approx(
+        zero_cost.score("naswot", config, load_dataset("synthetic"), settings))
+    assert (out / "exports" / "best").is_dir()
+
+
+def test_a_registered_estimator_plugs_in_without_touching_the_backends(tmp_path, tiny_space, monkeypatch):
+    from nas.cost import analytic_params
+    from nas.estimators import ESTIMATORS, AccuracyEstimator
+    from nas.proxy import ProxyResult
+
+    class Smallest(AccuracyEstimator):  # ranks by fewer parameters: a size prior, as a stand-in estimator
+        def estimate(self, model_config, dataset, report=None):
+            value = -analytic_params(model_config, num_classes=dataset.num_classes) / 1e3
+            return ProxyResult(value, value, 0, 0, [], False, 0.0, float("nan"), 0, "cpu", 1)
+
+    monkeypatch.setitem(ESTIMATORS, "smallest", Smallest)
+    out = tmp_path / "run"
+    result = run_search(parse_config(tiny_args(tiny_space, out, 3, "--estimator", "smallest")))
+    rows = [r for r in read_csv(out / "trials.csv") if r["status"] == "trained"]
+    assert len(rows) == 3
+    for r in rows:
+        config = CvTConfig.from_dict(json.loads(r["model_config"]))
+        assert float(r["accuracy"]) == pytest.approx(-analytic_params(config, num_classes=4) / 1e3)
+    assert result.best["accuracy"] == max(float(r["accuracy"]) for r in rows)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--estimator", "oracle"], "unknown estimator 'oracle'; use one of proxy, naswot"),
+    (["--estimator", "synflow", "--backend", "ray", "--scheduler", "asha", "--proxy-epochs", "2"],
+     "--estimator synflow reports no epochs"),
+])
+def test_bad_estimator_settings_are_one_line_and_create_nothing(tmp_path, tiny_space, capsys, extra, message):
+    out = tmp_path / "run"
+    code, _, stderr = cli(tiny_args(tiny_space, out, 2, *extra), capsys)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -7,6 +7,7 @@
 
 FLOPs in this project are multiply-accumulates (the CvT paper's convention); see docs/performance.md.
 """
+from . import _cct, _cvt  # noqa: F401  (each registers its family's cost model)
 from ._analytic import analytic_macs, analytic_params, macs_breakdown
 from ._count import CONVENTIONS, count_macs, count_params
 from ._latency import (LatencyResult, LatencySettings, check_device, device_available, device_signature,

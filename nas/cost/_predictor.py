@@ -19,19 +19,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from cvt import CCTConfig, CvTConfig, UserError
+from cvt import ConfigError, UserError
 
-from ._analytic import block_macs, macs_breakdown
-from ._latency import (LatencySettings, check_device, default_cache_dir, device_signature, make_input, measure,
-                       measure_latency, prepare, summarize)
+from ._family import Operator, costs_named, costs_of
+from ._latency import (LatencySettings, check_device, default_cache_dir, device_signature, measure,
+                       measure_latency, summarize)
 
 __all__ = ["LatencyPredictor", "Operator", "operators", "accuracy_report"]
 
@@ -41,133 +39,17 @@ FORMAT = "cvt-nas latency table"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Operator:
-    """One table entry: a stable ``key``, its ``kind`` (embed, block, head), what is needed to build it
-    (``recipe``) and features of the fallback model (batch-1 MACs and tensor sizes, plus 1)."""
-
-    key: str
-    kind: str
-    recipe: tuple
-    features: tuple[float, ...]
-
-
 def operators(config: Any, resolution: int, num_classes: int = 1000) -> list[Operator]:
     """The operators a config runs at a square ``resolution``, in forward order."""
-    if isinstance(config, CvTConfig):
-        return _cvt_operators(config, resolution, num_classes)
-    if isinstance(config, CCTConfig):
-        return _cct_operators(config, resolution, num_classes)
-    raise UserError(f"no latency table for {type(config).__name__}; known: CvTConfig, CCTConfig")
-
-
-def _block_features(macs: dict[str, int], tokens: int, dim: int) -> tuple[float, ...]:
-    return (float(macs["qkv"] + macs["attn_proj"] + macs["mlp"]), float(macs["attention"]),
-            float(macs.get("dw_conv", 0)), float(tokens * dim), 1.0)
-
-
-def _cvt_operators(config: CvTConfig, resolution: int, num_classes: int) -> list[Operator]:
-    ops = []
-    in_chans, h_in = config.in_chans, resolution
-    for i, (h, w) in enumerate(config.grid_sizes(resolution)):
-        c, k, s, p = config.embed_dims[i], config.patch_size[i], config.patch_stride[i], config.patch_padding[i]
-        ops.append(Operator(f"embed {in_chans}>{c} k{k} s{s} p{p} @{h_in}", "embed",
-                            ("cvt", in_chans, c, k, s, p, h_in),
-                            (float(h * w * c * in_chans * k * k), float(h * w * c), 1.0)))
-        for spec in config.blocks(i):
-            # Drop rates do not change inference; position in the model does not change the block.
-            spec = spec._replace(stage=0, index=0, attn_drop=0.0, drop=0.0, drop_path=0.0)
-            key = (f"block d{spec.dim} h{spec.num_heads} r{int(spec.dim * spec.mlp_ratio)} kv{spec.stride_kv} "
-                   f"q{spec.stride_q} k{spec.kernel_qkv} p{spec.padding_kv}/{spec.padding_q} {spec.proj_method} "
-                   f"cls{int(spec.with_cls_token)} b{int(spec.qkv_bias)} {config.act_layer} @{h}x{w}")
-            ops.append(Operator(key, "block", ("cvt", spec, config.act_layer, h, w),
-                                _block_features(block_macs(spec, h, w), h * w + spec.with_cls_token, spec.dim)))
-        in_chans, h_in = c, h
-    h, w = config.grid_sizes(resolution)[-1]
-    c, cls = config.embed_dims[-1], bool(config.cls_token[-1])
-    tokens = 1 if cls else h * w
-    ops.append(Operator(f"head d{c} n{num_classes} t{tokens}", "head", ("cvt", c, num_classes, tokens),
-                        (float(c * max(num_classes, 0)), float(tokens * c), 1.0)))
-    return ops
-
-
-def _cct_operators(config: CCTConfig, resolution: int, num_classes: int) -> list[Operator]:
-    parts = macs_breakdown(config, resolution, num_classes)
-    n, c = config.sequence_length(resolution), config.embed_dim
-    # Only the tokenizer's fields: the rest of the config does not change it.
-    tok = CCTConfig(tokenizer=config.tokenizer, kernel_size=config.kernel_size, conv_layers=config.conv_layers,
-                    conv_channels=config.conv_channels, tokenizer_stride=config.tokenizer_stride,
-                    tokenizer_padding=config.tokenizer_padding, embed_dim=c, num_layers=1, num_heads=1,
-                    pos_embed="none", in_chans=config.in_chans, img_size=resolution)
-    ops = [Operator(f"tokenizer {tok.tokenizer} {tok.in_chans}>{tok.conv_channels}>{c} k{tok.kernel_size} "
-                    f"s{tok.stride} p{tok.padding} x{tok.conv_layers} @{resolution}", "embed", ("cct", tok),
-                    (float(parts["tokenizer"]), float(n * c), 1.0))]
-    for spec in config.layers():
-        spec = spec._replace(index=0, drop=0.0, attn_drop=0.0, drop_path=0.0)
-        macs = {"qkv": 3 * n * c * c, "attn_proj": n * c * c, "mlp": 2 * n * c * spec.hidden,
-                "attention": 2 * n * n * c}
-        ops.append(Operator(f"layer d{c} h{spec.num_heads} r{spec.hidden} n{n}", "block", ("cct", spec, n),
-                            _block_features(macs, n, c)))
-    ops.append(Operator(f"head d{c} n{num_classes} t{n} {config.pooling} pe-{config.pos_embed}", "head",
-                        ("cct", c, num_classes, n, config.pooling, config.pos_embed),
-                        (float(c * max(num_classes, 0)), float(n * c), 1.0)))
-    return ops
-
-
-class _Head(nn.Module):
-    """Final LayerNorm, pooling (cls token, token mean or SeqPool) and the classifier; CCT adds its
-    position embedding first."""
-
-    def __init__(self, dim: int, num_classes: int, tokens: int, pooling: str, pos_embed: str = "none"):
-        super().__init__()
-        from cvt.cct import SeqPool
-
-        self.pos = nn.Parameter(torch.zeros(1, tokens, dim)) if pos_embed != "none" else None
-        self.norm = nn.LayerNorm(dim)
-        self.pool = SeqPool(dim) if pooling == "seqpool" else None
-        self.pooling = pooling
-        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pos is not None:
-            x = x + self.pos
-        x = self.norm(x)
-        if self.pool is not None:
-            x = self.pool(x)
-        else:
-            x = x[:, 0] if self.pooling == "cls" else x.mean(dim=1)
-        return self.head(x)
+    try:
+        costs = costs_of(config)
+    except ConfigError:
+        raise UserError(f"no latency table for {type(config).__name__}; its model family has no cost model") from None
+    return costs.operators(config, resolution, num_classes)
 
 
 def _operator_call(op: Operator, settings: LatencySettings) -> Callable[[], Any]:
-    from cvt.cct import EncoderLayer, Tokenizer
-    from cvt.cvt import ConvEmbed, CvTBlock, _act_layer
-
-    b = settings.batch_size
-    family, *recipe = op.recipe
-    if op.kind == "embed" and family == "cvt":
-        in_chans, c, k, s, p, h_in = recipe
-        module, x = ConvEmbed(in_chans, c, k, s, p), make_input((b, in_chans, h_in, h_in), settings)
-    elif op.kind == "embed":
-        (tok,) = recipe
-        module, x = Tokenizer(tok), make_input((b, tok.in_chans, tok.img_size, tok.img_size), settings)
-    elif op.kind == "block" and family == "cvt":
-        spec, act, h, w = recipe
-        module = prepare(CvTBlock(spec, _act_layer(act)), settings)
-        x = make_input((b, h * w + spec.with_cls_token, spec.dim), settings)
-        return lambda: module(x, h, w)
-    elif op.kind == "block":
-        spec, n = recipe
-        module, x = EncoderLayer(spec), make_input((b, n, spec.dim), settings)
-    elif family == "cvt":
-        c, num_classes, tokens = recipe
-        module = _Head(c, num_classes, tokens, "cls" if tokens == 1 else "mean")
-        x = make_input((b, tokens, c), settings)
-    else:
-        c, num_classes, n, pooling, pos_embed = recipe
-        module, x = _Head(c, num_classes, n, pooling, pos_embed), make_input((b, n, c), settings)
-    module = prepare(module, settings)
-    return lambda: module(x)
+    return costs_named(op.recipe[0]).build_operator(op, settings)
 
 
 def _kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:

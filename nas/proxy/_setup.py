@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import Any, Iterator
 
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 import cvt
-from cvt import ConfigError, UserError
+from cvt import UserError
 
 from ..data import Dataset
 from ._config import ProxyConfig
@@ -58,22 +57,9 @@ def seeded_run(proxy: ProxyConfig, device: torch.device) -> Iterator[int]:
 
 
 def scale_width(config: Any, mult: float) -> Any:
-    """``config`` with every stage's width times ``mult``, rounded to a multiple of that stage's head counts."""
-    if mult == 1.0:
-        return config
-
-    def fit(dim: int, heads: tuple[int, ...]) -> int:
-        unit = math.lcm(*(int(h) for h in heads))
-        return max(unit, round(dim * mult / unit) * unit)
-
-    if hasattr(config, "embed_dims"):  # CvT: one width per stage, heads per stage or per block
-        dims = tuple(fit(d, config.stage_values("num_heads", i)) for i, d in enumerate(config.embed_dims))
-        return config.replace(embed_dims=dims)
-    if hasattr(config, "embed_dim"):  # CCT: one width, heads per model or per layer
-        heads = config.num_heads if isinstance(config.num_heads, tuple) else (config.num_heads,)
-        return config.replace(embed_dim=fit(config.embed_dim, heads),
-                              conv_channels=max(1, round(config.conv_channels * mult)))
-    raise ConfigError(f"width_mult needs a config with embed_dims or embed_dim, not {type(config).__name__}")
+    """``config`` with every width times ``mult`` (the family's ``scale_width``; widths stay multiples of
+    their head counts)."""
+    return config if mult == 1.0 else config.scale_width(mult)
 
 
 def proxy_model_config(model_config: Any, proxy: ProxyConfig, *, in_chans: int) -> Any:

@@ -136,6 +136,7 @@ class SearchConfig:
     data: str = "auto"
     data_dir: str | None = None
     proxy: Mapping[str, Any] = field(default_factory=dict, hash=False)  # ProxyConfig field overrides
+    estimator: str = "proxy"  # how a candidate's accuracy is estimated (nas.estimators.ESTIMATORS)
     train_device: str = "auto"  # cpu, cuda, cuda:N or auto (every visible GPU, else CPU)
     threads: int | None = None  # CPU threads for all workers together (None: all cores)
     # Where results go.

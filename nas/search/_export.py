@@ -20,8 +20,6 @@ from ._rundir import RunDir, journal_path, open_storage
 
 __all__ = ["export_run", "export_trials", "select_trials", "load_run", "FORMATS"]
 
-# Config class -> a timm model name that takes ``config=`` (any variant of the family does).
-_TIMM_NAMES = {"CvTConfig": "cvt_13", "CCTConfig": "cct_7_3x1_32"}
 FORMATS = ("yaml", "json")  # what export_trials writes
 
 
@@ -79,8 +77,8 @@ def select_trials(study: Any, objectives: Sequence[str], *, top: int | None = No
 
 
 def _model_config(attrs: dict[str, Any], resolution: int | None):
-    family = attrs.get("model_family", "CvTConfig")
-    config = getattr(cvt, family).from_dict(attrs["model_config"])
+    family = cvt.family_named(attrs.get("model_family", "CvTConfig"))
+    config = family.config_cls.from_dict(attrs["model_config"])
     # TRAIN.IMAGE_SIZE records the resolution the costs were computed at.
     if resolution and getattr(config, "img_size", resolution) != resolution:
         config = config.replace(img_size=resolution)
@@ -113,7 +111,7 @@ def _provenance(trial: Any, manifest: dict[str, Any], config: Any) -> dict[str, 
 def _header(p: dict[str, Any], family: str, filename: str) -> str:
     proxy = ", ".join(f"{k}={v}" for k, v in (p["proxy"] or {}).items() if v is not None)
     dataset = ", ".join(f"{k} {v}" for k, v in p["dataset"].items() if k != "name")
-    name = _TIMM_NAMES.get(family, "cvt_13")
+    name = cvt.family_named(family).timm_name
     return "\n".join([
         f"cvt-nas {p['cvt_nas_version']}: trial {p['trial']} of study {p['study']} (arch {p['arch_id']})",
         f"space {p['space']}, sampler {p['sampler']}, seed {p['seed']}, "

@@ -62,6 +62,7 @@ class Evaluator:
         total = config.threads or os.cpu_count() or 1
         self.threads = max(1, total // config.workers)
         self._dataset = dataset
+        self._estimator = None
         self._predictor = None
         self._locks: dict[str, DeviceLock] = {}
 
@@ -81,6 +82,15 @@ class Evaluator:
         # GPU workers start from the trainer's GPU defaults; the search's own settings override them.
         return ProxyConfig.for_device(self.train_device, **{**self.config.proxy, "seed": self.config.seed,
                                                              "threads": self.threads})
+
+    @property
+    def estimator(self):
+        """This worker's :class:`nas.estimators.AccuracyEstimator` (``config.estimator`` with its proxy settings)."""
+        if self._estimator is None:
+            from nas.estimators import make_estimator
+
+            self._estimator = make_estimator(self.config.estimator, self.proxy_config())
+        return self._estimator
 
     def device_lock(self, device: str) -> DeviceLock:
         from nas.cost import normalize_device
@@ -150,18 +160,17 @@ class Evaluator:
         return objective_values(self.config.objective_names, {**cost.values, "accuracy": accuracy})
 
     # ------------------------------------------------------------------ training
-    def train(self, model_config, report: Callable[[int, float], Any] | None = None):
-        """Proxy-train a candidate; holds its training device shared, yielding to latency measurement
-        at every epoch boundary. Raises ``nas.proxy.TrainingFailed`` on NaN loss or out of memory."""
-        from nas.proxy import train_proxy
-
+    def estimate(self, model_config, report: Callable[[int, float], Any] | None = None):
+        """Estimate a candidate's accuracy (a ``nas.proxy.ProxyResult``); holds its device shared, yielding to
+        latency measurement at every epoch boundary. Raises ``nas.proxy.TrainingFailed`` on NaN loss or out
+        of memory."""
         lock = self.device_lock(self.train_device)
         with lock.shared():
             def on_epoch(epoch: int, accuracy: float):
                 lock.epoch_boundary()
                 return report(epoch, accuracy) if report is not None else None
 
-            return train_proxy(model_config, self.dataset, self.proxy_config(), report=on_epoch)
+            return self.estimator.estimate(model_config, self.dataset, report=on_epoch)
 
     def close(self) -> None:
         for lock in self._locks.values():
@@ -197,7 +206,7 @@ class OptunaObjective:
             if self.on_epoch is not None:
                 self.on_epoch()
 
-        return self.record_training(trial, cost, self.evaluator.train(model_config, report))
+        return self.record_training(trial, cost, self.evaluator.estimate(model_config, report))
 
     def prepare(self, trial: "optuna.Trial") -> tuple[Any, Cost, list[float] | None]:
         """Sample, cost, constrain and record; the Ray backend calls this in its driver.

@@ -140,6 +140,10 @@ def build_parser() -> ArgumentParser:
         g.add_argument(f"--proxy-{name.replace('_', '-')}", type=_number(kind), dest=f"proxy_{name}", metavar="X",
                        help=f"{text} (default {_proxy_default(name)}; GPU defaults differ, see docs/USAGE.md)"
                        if name in GPU_DEFAULTS else f"{text} (default {_proxy_default(name)})")
+    g.add_argument("--estimator", metavar="NAME",
+                   help="how candidates are ranked: proxy (a short training with the settings above, the default) "
+                        "or a training-free score: naswot, synflow, grad_norm (docs/performance.md says how well "
+                        "each ranks)")
     g.add_argument("--train-device", help="cpu, cuda, cuda:N or auto: every visible GPU, else CPU (default auto)")
     g.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads shared by all workers (default: all cores)")

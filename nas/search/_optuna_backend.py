@@ -2,9 +2,8 @@
 
 Each worker loops ask -> evaluate -> tell. Before asking, it takes the run directory's claim lock and
 counts trainings done plus trials in flight, so ``--trials N`` means exactly N proxy trainings however
-many workers race for them; over-budget and duplicate samples do not use up that count. A worker that
-is killed leaves its trial RUNNING; :func:`recover_interrupted` (run at ``--resume``, under the run
-lock) finishes it from what it recorded, or fails it as interrupted and queues its parameters again.
+many workers race for them; over-budget and duplicate samples do not use up that count. Counting,
+stopping and interrupted trials are the shared bookkeeping of ``_trials.py``.
 """
 from __future__ import annotations
 
@@ -17,79 +16,19 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ._config import SearchConfig
 from ._objective import Evaluator, OptunaObjective
-from ._records import failure_reason, is_trained, values_from_attrs
-from ._rundir import open_storage
+from ._records import failure_reason
 from ._samplers import derive_seed, make_sampler
+from ._trials import count_trials, fail, find_trained, load_study, mark_interrupted, requeue, stop_reason
 
-if TYPE_CHECKING:
-    import optuna
-
-__all__ = ["OptunaBackend", "run_worker", "recover_interrupted", "count_trials"]
+__all__ = ["OptunaBackend", "run_worker"]
 
 _log = logging.getLogger(__name__)
 
 _WAIT_S = 1.0  # poll interval while other workers' trials decide whether a training slot is left
-
-
-def load_study(config: SearchConfig, run_dir: Path, sampler=None) -> "optuna.Study":
-    import optuna
-
-    return optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run_dir), sampler=sampler)
-
-
-def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
-    """Counts that drive stopping and the progress display.
-
-    ``trainings``: proxy trainings finished (trained, stopped early by a scheduler (``pruned``), or failed
-    while training); ``untrained``: samples
-    that trained nothing (over budget, duplicate, failed before training); ``costed``/``feasible``:
-    samples whose cost was computed / within every budget; ``running``: trials in flight.
-    """
-    counts = dict.fromkeys(("trainings", "trained", "pruned", "failed", "untrained", "duplicates", "running",
-                            "costed", "feasible", "interrupted"), 0)
-    for t in trials:
-        state, attrs = t.state.name, t.user_attrs
-        status = attrs.get("status")
-        if state in ("RUNNING", "WAITING"):
-            counts["running"] += state == "RUNNING"
-            continue
-        if status == "interrupted":
-            counts["interrupted"] += 1
-            continue
-        if "arch_id" in attrs:
-            counts["costed"] += 1
-            counts["feasible"] += all(v <= 0 for v in t.constraints.values())
-        if state == "COMPLETE" and status == "trained":
-            counts["trainings"] += 1
-            counts["trained"] += 1
-        elif state == "PRUNED" and status == "pruned":
-            counts["trainings"] += 1
-            counts["pruned"] += 1
-        elif state == "FAIL":
-            counts["failed"] += 1
-            counts["trainings" if attrs.get("phase") == "training" else "untrained"] += 1
-        else:
-            counts["untrained"] += 1
-            counts["duplicates"] += status == "duplicate"
-    return counts
-
-
-def stop_reason(config: SearchConfig, counts: dict[str, int], deadline: float | None) -> str | None:
-    """Why no new trial should start, ``"wait"`` if one may once running trials finish, else None."""
-    if counts["trainings"] >= config.trials:
-        return f"{counts['trainings']} proxy trainings done"
-    if deadline is not None and time.time() >= deadline:
-        return "timeout reached"
-    if counts["untrained"] >= config.untrained_limit:
-        return (f"guard: {counts['untrained']} samples trained nothing (over budget, duplicates or failed before "
-                f"training); the budget may be too tight for the space (raise it, or --max-untrained)")
-    if counts["trainings"] + counts["running"] >= config.trials:
-        return "wait"  # every remaining slot may be taken by a trial in flight
-    return None
 
 
 @contextlib.contextmanager
@@ -100,58 +39,6 @@ def _claim_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _find_trained(study: "optuna.Study", arch_id: str) -> tuple[int, list[float]] | None:
-    for t in study.get_trials(deepcopy=False):
-        if is_trained(t) and t.user_attrs.get("arch_id") == arch_id:
-            return t.number, list(t.values)
-    return None
-
-
-def _requeue(study: "optuna.Study", trial: Any) -> None:
-    # Only fully sampled trials can be replayed; a trial killed mid-sampling is simply sampled anew.
-    if trial.user_attrs.get("phase") and trial.params:
-        study.enqueue_trial(dict(trial.params), user_attrs={"requeue_of": trial.number})
-
-
-def _mark_interrupted(study: "optuna.Study", trial: Any) -> None:
-    """Fail a RUNNING trial (of this or a dead process) as interrupted."""
-    import optuna
-
-    # Trial and FrozenTrial both carry their storage id; attributes must be set before the trial ends.
-    study._storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
-    study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted (the search was stopped or killed)")
-    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-
-def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
-    """Settle trials a killed search left RUNNING, so none is lost or run twice.
-
-    A trial whose outcome was fully recorded (status set) is completed from its attributes; any other
-    is failed as ``interrupted`` and its parameters queued again. Call only while holding the run lock
-    (no worker is alive). Returns how many trials were completed and re-queued.
-    """
-    import optuna
-
-    study = load_study(config, run_dir)
-    done = requeued = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        status = t.user_attrs.get("status")
-        if status in ("trained", "over_budget") and t.user_attrs.get("phase") == "done":
-            study.tell(t.number, values_from_attrs(config.objective_names, t.user_attrs))
-            done += 1
-        elif status == "pruned" and t.user_attrs.get("phase") == "done":  # Ray backend with --scheduler asha
-            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
-            done += 1
-        else:
-            _mark_interrupted(study, t)
-    queued = {t.user_attrs.get("requeue_of") for t in study.get_trials(deepcopy=False)}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        if t.user_attrs.get("status") == "interrupted" and t.number not in queued:
-            _requeue(study, t)
-            requeued += 1
-    return {"completed": done, "requeued": requeued}
 
 
 def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline: float | None = None,
@@ -168,13 +55,11 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
         dataset: the loaded dataset, when the caller has it already.
         on_update: called after every trial and proxy epoch (progress display).
     """
-    import optuna
-
     existing = len(load_study(config, run_dir).get_trials(deepcopy=False))
     sampler = make_sampler(config.sampler, derive_seed(config.seed, worker, existing), config.trials)
     study = load_study(config, run_dir, sampler)
     evaluator = Evaluator(config, run_dir, worker=worker, dataset=dataset, resolution=resolution)
-    objective = OptunaObjective(evaluator, lambda arch_id: _find_trained(study, arch_id), on_epoch=on_update)
+    objective = OptunaObjective(evaluator, lambda arch_id: find_trained(study, arch_id), on_epoch=on_update)
     try:
         while True:
             with _claim_lock(run_dir):
@@ -188,14 +73,12 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
             try:
                 values = objective(trial)
             except KeyboardInterrupt:
-                _mark_interrupted(study, trial)
-                _requeue(study, trial)
+                mark_interrupted(study, trial)
+                requeue(study, trial)
                 raise
             except Exception as err:  # noqa: BLE001 - any failure of one candidate must not stop the search
-                trial.set_user_attr("failure", failure_reason(err))
-                trial.set_user_attr("status", "failed")
                 _log.debug("trial %d failed", trial.number, exc_info=True)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                fail(study, trial, failure_reason(err))
             else:
                 study.tell(trial, values)
             if on_update is not None:

@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 from ._config import SearchConfig
-from ._optuna_backend import count_trials
+from ._trials import count_trials
 from ._records import pareto_rows, trial_row
 
 __all__ = ["Progress", "summarize"]

@@ -3,8 +3,8 @@
 Same space, sampler, budgets, records and outputs as the Optuna backend; only where the trainings run
 differs. The division of work:
 
-* **Driver** (this process): :class:`BudgetedOptunaSearch`, an ``OptunaSearch`` over the run directory's
-  study, samples a candidate with the space's define-by-run function and prices it with the shared
+* **Driver** (this process): :class:`BudgetedSearcher`, a Tune ``Searcher`` over the run directory's
+  Optuna study, samples a candidate with the space's define-by-run function and prices it with the shared
   :class:`~nas.search._objective.OptunaObjective` *before* Tune sees it. An over-budget or duplicate
   candidate is recorded (constraints set, so the sampler learns the boundary) and the next one is
   sampled; only a feasible candidate becomes a Tune trial. Over-budget candidates never reach a worker.
@@ -42,18 +42,17 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from ..ray_cluster import RayCluster, check_trial_resources, init_ray
 from ._config import SearchConfig
 from ._objective import Evaluator, OptunaObjective
-from ._optuna_backend import _find_trained, _mark_interrupted, _requeue, count_trials, stop_reason
+from ._trials import count_trials, fail, find_trained, mark_interrupted, requeue, stop_reason
 from ..metrics import COSTS
 from ._records import Cost, failure_reason
 from ._rundir import open_storage
 from ._samplers import derive_seed, make_sampler
 
-__all__ = ["RayBackend", "BudgetedOptunaSearch", "ProxyTrial", "EXPERIMENTS_DIR", "MAX_FAILURES"]
+__all__ = ["RayBackend", "BudgetedSearcher", "ProxyTrial", "EXPERIMENTS_DIR", "MAX_FAILURES"]
 
 _log = logging.getLogger("nas.search")
 _trial_log = logging.getLogger("nas.search.ray_trial")  # in trial actors: their log in the Ray dashboard
@@ -90,8 +89,9 @@ class _Session:
             self.progress.refresh()
 
 
-class BudgetedOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that prices every candidate in the driver and hands Tune only feasible ones.
+class BudgetedSearcher(Searcher):
+    """A Tune ``Searcher`` that samples through the run directory's Optuna study, prices every candidate in
+    the driver and hands Tune only feasible ones.
 
     Sampling, constraints and records are the Optuna backend's (:class:`OptunaObjective`); the study is
     the run directory's, so ``trials.csv``, ``pareto.csv``, exports and optuna-dashboard read it as they
@@ -102,11 +102,12 @@ class BudgetedOptunaSearch(OptunaSearch):
 
     def __init__(self, session: _Session, sampler: optuna.samplers.BaseSampler):
         config = session.config
-        super().__init__(space=session.objective.evaluator.space.sample, metric=list(config.objective_names),
-                         mode=["max" if d == "maximize" else "min" for d in config.directions], sampler=sampler,
-                         study_name=config.name, storage=open_storage(config.storage, session.run_dir))
+        super().__init__(metric=list(config.objective_names),
+                         mode=["max" if d == "maximize" else "min" for d in config.directions])
         self._key = session.key
         self._session = session
+        self._study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, session.run_dir),
+                                        sampler=sampler)
         self._live: dict[str, tuple[optuna.Trial, Cost]] = {}  # Tune trial id -> its Optuna trial, cost
         self._history: dict[str, list[float]] = {}  # Tune trial id -> per-epoch accuracies so far
 
@@ -114,7 +115,7 @@ class BudgetedOptunaSearch(OptunaSearch):
     def __getstate__(self) -> dict[str, Any]:
         # Storage, sampler and evaluator belong to the live session; in-flight trials are settled by
         # run_search on --resume, so nothing else needs to survive.
-        return {"_metric": self._metric, "_mode": self._mode, "_key": self._key}
+        return {"_key": self._key}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -125,7 +126,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         self._bind(session)
 
     def _bind(self, session: _Session) -> None:
-        fresh = BudgetedOptunaSearch(session, _sampler(session.config, session.run_dir))
+        fresh = BudgetedSearcher(session, _sampler(session.config, session.run_dir))
         self.__dict__.update(fresh.__dict__)
 
     def save(self, checkpoint_path: str) -> None:
@@ -140,20 +141,20 @@ class BudgetedOptunaSearch(OptunaSearch):
         if len(self._live) >= s.config.workers:
             return None
         while True:
-            reason = stop_reason(s.config, count_trials(self._ot_study.get_trials(deepcopy=False)), s.deadline)
+            reason = stop_reason(s.config, count_trials(self._study.get_trials(deepcopy=False)), s.deadline)
             if reason == "wait":
                 return None
             if reason is not None:
                 s.stop_reason = reason
                 return Searcher.FINISHED
-            trial = self._ot_study.ask()
+            trial = self._study.ask()
             try:
                 _, cost, values = s.objective.prepare(trial)
             except Exception as err:  # noqa: BLE001 - one bad candidate (e.g. its latency run failed) must not stop the search
                 self._fail(trial, failure_reason(err))
                 continue
             if values is not None:  # over budget or a duplicate: recorded, never trained
-                self._ot_study.tell(trial, values)
+                self._study.tell(trial, values)
                 s.refresh()
                 continue
             self._live[trial_id] = (trial, cost)
@@ -186,21 +187,19 @@ class BudgetedOptunaSearch(OptunaSearch):
             except Exception as err:  # noqa: BLE001 - same policy as the Optuna backend
                 self._fail(trial, failure_reason(err))
             else:
-                self._ot_study.tell(trial, values)
+                self._study.tell(trial, values)
         elif result.get("failure"):
             self._fail(trial, result["failure"])
         elif s.config.scheduler == "asha" and "accuracy" in result:
             self._prune(trial, result, history + [float(result["accuracy"])])
         else:  # stopped before its first epoch ended (e.g. the search was interrupted): sample it again
-            _mark_interrupted(self._ot_study, trial)
-            _requeue(self._ot_study, trial)
+            mark_interrupted(self._study, trial)
+            requeue(self._study, trial)
         s.refresh()
 
     # ------------------------------------------------------------------ records
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
-        trial.set_user_attr("failure", reason)
-        trial.set_user_attr("status", "failed")
-        self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        fail(self._study, trial, reason)
 
     def _prune(self, trial: optuna.Trial, result: dict[str, Any], history: list[float]) -> None:
         """A trial ASHA stopped: keep what it reached, with its fidelity, off the Pareto front."""
@@ -212,7 +211,7 @@ class BudgetedOptunaSearch(OptunaSearch):
             trial.set_user_attr(key, value)
         trial.set_user_attr("phase", "done")
         trial.set_user_attr("status", "pruned")  # last, as in OptunaObjective._finish
-        self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self._study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
 class ProxyTrial(tune.Trainable):
@@ -252,7 +251,7 @@ class ProxyTrial(tune.Trainable):
 
     def _train(self, model_config: Any) -> None:
         try:
-            result = self._evaluator.train(model_config, self._on_epoch)
+            result = self._evaluator.estimate(model_config, self._on_epoch)
         except Exception as err:  # noqa: BLE001 - recorded as the trial's failure; retrying would fail again
             self._results.put({"failure": failure_reason(err), "done": True})
             return
@@ -353,7 +352,7 @@ class RayBackend:
         try:
             cpus, gpus = self._resources
             study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run_dir))
-            objective = OptunaObjective(evaluator, lambda arch_id: _find_trained(study, arch_id))
+            objective = OptunaObjective(evaluator, lambda arch_id: find_trained(study, arch_id))
             proxy = evaluator.proxy_config()
             session = _Session(config=config, run_dir=run_dir, objective=objective, progress=progress,
                                deadline=time.time() + config.timeout if config.timeout else None,
@@ -391,7 +390,7 @@ class RayBackend:
         if config.scheduler == "asha":
             scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="epoch", max_t=session.epochs,
                                       grace_period=1, reduction_factor=2)
-        searcher = BudgetedOptunaSearch(session, _sampler(config, session.run_dir))
+        searcher = BudgetedSearcher(session, _sampler(config, session.run_dir))
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=False,

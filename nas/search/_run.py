@@ -22,6 +22,7 @@ from ._outputs import study_rows, write_outputs
 from ._progress import Progress, summarize
 from ._records import pareto_rows
 from ._rundir import JOURNAL, RunDir, open_storage
+from ._trials import recover_interrupted
 
 __all__ = ["run_search", "SearchResult"]
 
@@ -159,6 +160,9 @@ def run_search(config: SearchConfig) -> SearchResult:
     _check_budgets(config, space, resolution, evaluator)
     dataset = evaluator.dataset
     proxy = evaluator.proxy_config()  # validates the proxy settings
+    if not evaluator.estimator.reports_epochs and config.scheduler == "asha":  # an unknown --estimator stops here
+        raise UserError(f"--scheduler asha stops trainings between epochs; --estimator {config.estimator} reports "
+                        f"no epochs: use --estimator proxy or --scheduler none")
     backend = get_backend(config.backend)
     if hasattr(backend, "preflight"):  # e.g. Ray: join the cluster and check its resources, before any file
         backend.preflight(config)
@@ -173,8 +177,6 @@ def run_search(config: SearchConfig) -> SearchResult:
         except Exception as err:  # noqa: BLE001 - any storage that cannot be read is reported, not repaired
             raise UserError(f"cannot read the study storage of {run.path} ({type(err).__name__}: {err}); the run "
                             f"directory was left as it is") from None
-        from ._optuna_backend import recover_interrupted
-
         recovered = recover_interrupted(config, run.path)
         if any(recovered.values()):
             _log.info("resume: %d trial(s) completed from their records, %d interrupted trial(s) queued again",
@@ -212,9 +214,13 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
     _log.info("objectives: %s; sampler %s, seed %d; %d proxy trainings, %d worker(s)",
               ", ".join(f"{o} ({d[:3]})" for o, d in zip(config.objective_names, config.directions)),
               config.sampler, config.seed, config.trials, config.workers)
-    _log.info("proxy training on %s (%d classes): %d epoch(s) at %dx%d, batch %d (the search's costs stay at "
-              "%dx%d)", dataset.name, dataset.num_classes, proxy.epochs, proxy.resolution, proxy.resolution,
-              proxy.batch_size, resolution, resolution)
+    if config.estimator == "proxy":
+        _log.info("proxy training on %s (%d classes): %d epoch(s) at %dx%d, batch %d (the search's costs stay at "
+                  "%dx%d)", dataset.name, dataset.num_classes, proxy.epochs, proxy.resolution, proxy.resolution,
+                  proxy.batch_size, resolution, resolution)
+    else:
+        _log.info("estimator %s on %s at %dx%d: candidates are ranked by this score, not trained", config.estimator,
+                  dataset.name, proxy.resolution, proxy.resolution)
     storage = config.storage or str(run_dir / JOURNAL)
     target = storage if "://" not in storage else f"'{storage}'"
     _log.info("run directory: %s", run_dir)

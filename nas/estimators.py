@@ -1,0 +1,97 @@
+"""Accuracy estimators: how good is this candidate? One small interface the search asks through.
+
+The backends never train or score a model themselves: :class:`nas.search.Evaluator` holds one
+:class:`AccuracyEstimator` and calls :meth:`~AccuracyEstimator.estimate`, which returns a
+:class:`nas.proxy.ProxyResult` (the ``accuracy`` field is the estimate; higher is better). Built in:
+
+* ``proxy`` (:class:`ProxyTraining`): a short training with the search's ``ProxyConfig``, reported
+  after every epoch, so a scheduler (ASHA) may stop it early.
+* ``naswot``, ``synflow``, ``grad_norm`` (:class:`TrainingFree`): a score at initialisation, no training;
+  their "accuracy" is the score (how well each ranks: ``docs/performance.md``).
+
+A new estimator (multi-fidelity training, a weight-sharing supernet) subclasses :class:`AccuracyEstimator`
+and is registered with :func:`register_estimator`; ``--estimator NAME`` then selects it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, ClassVar
+
+from cvt import UserError
+
+from . import proxy
+from .proxy import ProxyConfig, ProxyResult, ReportFn, zero_cost
+
+__all__ = ["AccuracyEstimator", "ProxyTraining", "TrainingFree", "ESTIMATORS", "register_estimator",
+           "make_estimator"]
+
+
+class AccuracyEstimator:
+    """Base class: estimates a candidate's accuracy under fixed settings.
+
+    Args:
+        settings: the proxy settings of the search (data selection, resolution, seed, device, threads);
+            an estimator uses what applies to it.
+
+    Attributes:
+        reports_epochs: whether :meth:`estimate` calls ``report`` per epoch (schedulers such as ASHA
+            need it).
+    """
+
+    reports_epochs: ClassVar[bool] = False
+
+    def __init__(self, settings: ProxyConfig):
+        self.settings = settings
+
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None) -> ProxyResult:
+        """The estimate for ``model_config`` on ``dataset``.
+
+        Raises:
+            nas.proxy.TrainingFailed: the estimate could not be made (diverged, out of memory).
+        """
+        raise NotImplementedError
+
+
+class ProxyTraining(AccuracyEstimator):
+    """A short training (:func:`nas.proxy.train_proxy`): top-1 validation accuracy after the last epoch."""
+
+    reports_epochs = True
+
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None) -> ProxyResult:
+        return proxy.train_proxy(model_config, dataset, self.settings, report=report)
+
+
+class TrainingFree(AccuracyEstimator):
+    """A training-free score at initialisation (:mod:`nas.proxy.zero_cost`), returned as the accuracy."""
+
+    def __init__(self, settings: ProxyConfig, score: str):
+        super().__init__(settings)
+        self.score = score
+
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None) -> ProxyResult:
+        start = time.perf_counter()
+        value = zero_cost.score(self.score, model_config, dataset, self.settings)
+        wall = time.perf_counter() - start
+        return ProxyResult(accuracy=value, best_accuracy=value, epochs_completed=0, steps_completed=0, history=[],
+                           stopped_early=False, wall_time_s=wall, train_images_per_s=float("nan"), num_params=0,
+                           device=self.settings.device, threads=self.settings.threads or 0,
+                           proxy=self.settings.to_dict(), dataset=dataset.description)
+
+
+ESTIMATORS: dict[str, Callable[[ProxyConfig], AccuracyEstimator]] = {"proxy": ProxyTraining}
+for _name in zero_cost.SCORES:
+    ESTIMATORS[_name] = lambda settings, _name=_name: TrainingFree(settings, _name)
+
+
+def register_estimator(name: str, factory: Callable[[ProxyConfig], AccuracyEstimator]) -> None:
+    """Make ``factory(settings)`` available as ``--estimator NAME``."""
+    ESTIMATORS[name] = factory
+
+
+def make_estimator(name: str, settings: ProxyConfig) -> AccuracyEstimator:
+    """The estimator registered as ``name``, for ``settings``."""
+    try:
+        factory = ESTIMATORS[name]
+    except KeyError:
+        raise UserError(f"unknown estimator {name!r}; use one of {', '.join(ESTIMATORS)}") from None
+    return factory(settings)

@@ -1,0 +1,146 @@
+"""Trial bookkeeping both backends share: counting, stop reasons, duplicates, failures, interrupted trials.
+
+A worker that is killed leaves its trial RUNNING; :func:`recover_interrupted` (run at ``--resume``, under
+the run lock) finishes it from what it recorded, or fails it as interrupted and queues its parameters
+again. Every backend counts with :func:`count_trials` and stops on :func:`stop_reason`, so ``--trials``,
+``--timeout`` and the untrained-sample guard mean the same whichever backend runs the search.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._config import SearchConfig
+from ._records import is_trained, values_from_attrs
+from ._rundir import open_storage
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["load_study", "count_trials", "stop_reason", "find_trained", "requeue", "mark_interrupted", "fail",
+           "recover_interrupted"]
+
+
+def load_study(config: SearchConfig, run_dir: Path, sampler=None) -> "optuna.Study":
+    """The run directory's study, with ``sampler`` for asking."""
+    import optuna
+
+    return optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run_dir), sampler=sampler)
+
+
+def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
+    """Counts that drive stopping and the progress display.
+
+    ``trainings``: proxy trainings finished (trained, stopped early by a scheduler (``pruned``), or failed
+    while training); ``untrained``: samples
+    that trained nothing (over budget, duplicate, failed before training); ``costed``/``feasible``:
+    samples whose cost was computed / within every budget; ``running``: trials in flight.
+    """
+    counts = dict.fromkeys(("trainings", "trained", "pruned", "failed", "untrained", "duplicates", "running",
+                            "costed", "feasible", "interrupted"), 0)
+    for t in trials:
+        state, attrs = t.state.name, t.user_attrs
+        status = attrs.get("status")
+        if state in ("RUNNING", "WAITING"):
+            counts["running"] += state == "RUNNING"
+            continue
+        if status == "interrupted":
+            counts["interrupted"] += 1
+            continue
+        if "arch_id" in attrs:
+            counts["costed"] += 1
+            counts["feasible"] += all(v <= 0 for v in t.constraints.values())
+        if state == "COMPLETE" and status == "trained":
+            counts["trainings"] += 1
+            counts["trained"] += 1
+        elif state == "PRUNED" and status == "pruned":
+            counts["trainings"] += 1
+            counts["pruned"] += 1
+        elif state == "FAIL":
+            counts["failed"] += 1
+            counts["trainings" if attrs.get("phase") == "training" else "untrained"] += 1
+        else:
+            counts["untrained"] += 1
+            counts["duplicates"] += status == "duplicate"
+    return counts
+
+
+def stop_reason(config: SearchConfig, counts: dict[str, int], deadline: float | None) -> str | None:
+    """Why no new trial should start, ``"wait"`` if one may once running trials finish, else None."""
+    if counts["trainings"] >= config.trials:
+        return f"{counts['trainings']} proxy trainings done"
+    if deadline is not None and time.time() >= deadline:
+        return "timeout reached"
+    if counts["untrained"] >= config.untrained_limit:
+        return (f"guard: {counts['untrained']} samples trained nothing (over budget, duplicates or failed before "
+                f"training); the budget may be too tight for the space (raise it, or --max-untrained)")
+    if counts["trainings"] + counts["running"] >= config.trials:
+        return "wait"  # every remaining slot may be taken by a trial in flight
+    return None
+
+
+def find_trained(study: "optuna.Study", arch_id: str) -> tuple[int, list[float]] | None:
+    """(number, objective values) of a trial that already trained ``arch_id``, or None."""
+    for t in study.get_trials(deepcopy=False):
+        if is_trained(t) and t.user_attrs.get("arch_id") == arch_id:
+            return t.number, list(t.values)
+    return None
+
+
+def requeue(study: "optuna.Study", trial: Any) -> bool:
+    """Queue an interrupted trial's parameters again (priced and trained anew); whether it was queued.
+
+    Only fully sampled trials can be replayed; a trial killed mid-sampling is simply sampled anew.
+    """
+    if not (trial.user_attrs.get("phase") and trial.params):
+        return False
+    study.enqueue_trial(dict(trial.params), user_attrs={"requeue_of": trial.number})
+    return True
+
+
+def mark_interrupted(study: "optuna.Study", trial: Any) -> None:
+    """Fail a RUNNING trial (of this or a dead process) as interrupted."""
+    import optuna
+
+    # Trial and FrozenTrial both carry their storage id; attributes must be set before the trial ends.
+    study._storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
+    study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted (the search was stopped or killed)")
+    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
+    """Settle trials a killed search left RUNNING, so none is lost or run twice.
+
+    A trial whose outcome was fully recorded (status set) is completed from its attributes; any other
+    is failed as ``interrupted`` and its parameters queued again. Call only while holding the run lock
+    (no worker is alive). Returns how many trials were completed and re-queued.
+    """
+    import optuna
+
+    study = load_study(config, run_dir)
+    done = requeued = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        status = t.user_attrs.get("status")
+        if status in ("trained", "over_budget") and t.user_attrs.get("phase") == "done":
+            study.tell(t.number, values_from_attrs(config.objective_names, t.user_attrs))
+            done += 1
+        elif status == "pruned" and t.user_attrs.get("phase") == "done":  # Ray backend with --scheduler asha
+            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
+            done += 1
+        else:
+            mark_interrupted(study, t)
+    queued = {t.user_attrs.get("requeue_of") for t in study.get_trials(deepcopy=False)}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if t.user_attrs.get("status") == "interrupted" and t.number not in queued:
+            requeued += requeue(study, t)
+    return {"completed": done, "requeued": requeued}
+
+
+def fail(study: "optuna.Study", trial: "optuna.Trial", reason: str) -> None:
+    """End ``trial`` as failed, with ``reason`` (one line) in its records."""
+    import optuna
+
+    trial.set_user_attr("failure", reason)
+    trial.set_user_attr("status", "failed")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -1,0 +1,132 @@
+"""The search's pure bookkeeping on fixed inputs: the metric registry's reach, objective values, Pareto
+rows, trial counts and stop reasons, durations, samplers, and settling interrupted trials."""
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+import cvt
+from cvt import ConfigError, UserError
+from nas.metrics import COSTS, METRICS
+from nas.search import SearchConfig
+from nas.search._config import BUDGETED, parse_duration
+from nas.search._options import build_parser
+from nas.search._records import CSV_COLUMNS, objective_values, pareto_rows, values_from_attrs
+from nas.search._rundir import open_storage
+from nas.search._samplers import make_sampler
+from nas.search._trials import count_trials, recover_interrupted, stop_reason
+
+
+# ------------------------------------------------------------------ one fact in one place
+def test_every_metric_reaches_csv_options_and_settings():
+    options = {o for a in build_parser()._actions for o in a.option_strings}
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    for m in METRICS.values():
+        assert m.column in CSV_COLUMNS
+        if m.budget_field:
+            assert m.budget_option in options and m.budget_field in fields and m in BUDGETED
+    assert [m.name for m in COSTS] == ["macs", "params", "latency"]
+    assert SearchConfig(budget="4G", params_budget="20M", latency_budget="2ms").slug == "cvt-4g-2ms-20m"
+
+
+def test_families_are_one_record_each():
+    assert set(cvt.FAMILIES) == {"cvt", "cct"}
+    for family in cvt.FAMILIES.values():
+        for config in family.presets.values():
+            assert cvt.family_of(config) is family
+            assert cvt.family_named(family.yaml_name) is family is cvt.family_named(type(config).__name__)
+        assert isinstance(cvt.build_model(next(iter(family.presets.values())), 10), family.model_cls)
+    with pytest.raises(ConfigError, match="registered already"):
+        cvt.register_family(cvt.FAMILIES["cvt"])
+    with pytest.raises(ConfigError, match="no model family takes a dict"):
+        cvt.family_of({})
+
+
+# ------------------------------------------------------------------ objective values and the front
+def test_objective_values_use_each_metric_unit_and_placeholder():
+    measures = {"accuracy": 61.5, "macs": 3.2e9, "params": 12.5e6, "latency": None}
+    assert objective_values(["accuracy", "macs", "params"], measures) == [61.5, pytest.approx(3.2),
+                                                                          pytest.approx(12.5)]
+    assert objective_values(["accuracy", "latency"], {**measures, "accuracy": None}) == [0.0, math.inf]
+    attrs = {"accuracy": 50.0, "macs": 2e9, "params": 1e6, "latency_ms": 4.0}
+    assert values_from_attrs(["accuracy", "latency", "params"], attrs) == [50.0, 4.0, pytest.approx(1.0)]
+
+
+def _row(number, accuracy, macs, status="trained", feasible=True, arch=None):
+    return {"number": number, "accuracy": accuracy, "macs": macs, "params": 1, "latency_ms": None,
+            "status": status, "feasible": feasible, "arch_id": arch or f"a{number}"}
+
+
+def test_pareto_rows_keep_non_dominated_trained_feasible_once_per_architecture():
+    rows = [_row(0, 60.0, 3e9), _row(1, 55.0, 2e9), _row(2, 54.0, 2.5e9),  # 2 is dominated by 1
+            _row(3, 70.0, 5e9, feasible=False), _row(4, 65.0, 1e9, status="pruned"),
+            _row(5, 60.0, 3e9, arch="a0"), _row(6, 62.0, 3.5e9)]  # 5 repeats 0's architecture
+    assert [r["number"] for r in pareto_rows(rows, ["accuracy", "macs"])] == [6, 0, 1]
+    assert [r["number"] for r in pareto_rows(rows, ["accuracy"])] == [6]
+    assert pareto_rows([_row(0, float("nan"), 1e9)], ["accuracy", "macs"]) == []
+
+
+# ------------------------------------------------------------------ counting and stopping
+def _trial(state, **attrs):
+    return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs,
+                           constraints=attrs.pop("constraints", {"macs_budget": -0.1}))
+
+
+def test_count_trials_and_stop_reason():
+    trials = [_trial("COMPLETE", status="trained", arch_id="a"), _trial("COMPLETE", status="over_budget",
+                                                                         arch_id="b", constraints={"macs_budget": 0.3}),
+              _trial("COMPLETE", status="duplicate", arch_id="a"), _trial("FAIL", status="failed", phase="training"),
+              _trial("FAIL", status="failed", phase="sampled"), _trial("PRUNED", status="pruned", arch_id="c"),
+              _trial("RUNNING"), _trial("WAITING"), _trial("FAIL", status="interrupted")]
+    counts = count_trials(trials)
+    assert counts == {"trainings": 3, "trained": 1, "pruned": 1, "failed": 2, "untrained": 3, "duplicates": 1,
+                      "running": 1, "costed": 4, "feasible": 3, "interrupted": 1}
+    config = SearchConfig(trials=4, max_untrained=10)
+    assert stop_reason(config, counts, None) == "wait"  # 3 done + 1 running fill the 4 slots
+    assert stop_reason(config, {**counts, "running": 0}, None) is None
+    assert stop_reason(config, {**counts, "trainings": 4}, None) == "4 proxy trainings done"
+    assert stop_reason(config, {**counts, "running": 0}, deadline=0.0) == "timeout reached"
+    assert stop_reason(config, {**counts, "running": 0, "untrained": 10}, None).startswith("guard: 10 samples")
+
+
+def test_parse_duration():
+    assert parse_duration("900") == 900 and parse_duration("15m") == 900 and parse_duration("1.5h") == 5400
+    assert parse_duration(30) == 30.0 and parse_duration(None) is None
+    for bad in ("soon", "0", "-5m", float("inf")):
+        with pytest.raises(UserError, match="timeout"):
+            parse_duration(bad)
+
+
+@pytest.mark.parametrize("name, kind", [("tpe", optuna.samplers.TPESampler), ("nsga2", optuna.samplers.NSGAIISampler),
+                                        ("nsga3", optuna.samplers.NSGAIIISampler),
+                                        ("random", optuna.samplers.RandomSampler), ("gp", optuna.samplers.GPSampler)])
+def test_make_sampler(name, kind):
+    assert isinstance(make_sampler(name, 0, 10), kind)
+
+
+def test_make_sampler_refuses_an_unknown_name():
+    with pytest.raises(ValueError, match="unknown sampler 'cmaes'"):
+        make_sampler("cmaes", 0, 10)
+
+
+def test_recover_interrupted_completes_recorded_trials_and_requeues_the_rest(tmp_path):
+    config = SearchConfig(space="cvt13-nas", budget="4G", out=str(tmp_path))
+    study = optuna.create_study(study_name=config.name, storage=open_storage(None, tmp_path),
+                                directions=config.directions)
+    recorded = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    for key, value in {"status": "trained", "phase": "done", "accuracy": 50.0, "macs": 3e9}.items():
+        recorded.set_user_attr(key, value)
+    half = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    half.set_user_attr("phase", "training")
+    unsampled = study.ask()  # killed before sampling: nothing to replay
+    assert recover_interrupted(config, tmp_path) == {"completed": 1, "requeued": 1}
+    trials = study.get_trials(deepcopy=False)
+    assert trials[recorded.number].state.name == "COMPLETE" and trials[recorded.number].values == [50.0,
+                                                                                                    pytest.approx(3.0)]
+    assert trials[half.number].user_attrs["status"] == "interrupted"
+    assert trials[unsampled.number].state.name == "FAIL"
+    queued = [t for t in trials if t.state.name == "WAITING"]
+    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == {"x": half.params["x"]}
+    assert recover_interrupted(config, tmp_path) == {"completed": 0, "requeued": 0}  # nothing left to settle
