@@ -198,3 +198,24 @@ def test_zero_cost_bad_input(synthetic):
         zero_cost.score("snip", TINY_CVT, synthetic)
     with pytest.raises(UserError, match="naswot needs activation modules"):
         zero_cost.naswot(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.randn(4, 3, 2, 2))
+
+
+class _ToyAttention(nn.Module):  # named like the models' attention modules, which DSS looks for
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def test_dss_scores_attention_by_nuclear_norms_and_other_linears_by_saliency():
+    torch.manual_seed(0)
+    model = nn.Sequential(_ToyAttention(), nn.Linear(4, 2, bias=False))
+    a, h = (m.weight.detach().abs().double() for m in (model[0].proj, model[1]))
+    x = torch.ones(4, dtype=torch.float64)
+    grad_a = torch.outer(h.sum(0), x)  # R = 1^T h a x
+    grad_h = torch.outer(torch.ones(2, dtype=torch.float64), a @ x)
+    expected = (torch.linalg.matrix_norm(grad_a, "nuc") * torch.linalg.matrix_norm(a, "nuc")
+                + (h * grad_h).abs().sum())
+    assert zero_cost.dss(model, torch.zeros(3, 4)) == pytest.approx(math.log10(float(expected)))

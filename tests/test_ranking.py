@@ -155,3 +155,51 @@ def test_oracle_refuses_files_that_are_not_oracles(tmp_path):
         path.write_text(text)
         with pytest.raises(UserError, match="not a ranking-oracle file"):
             OracleStore.open(path, OracleSpec(), load_dataset("synthetic"))
+
+
+# ------------------------------------------------------------------ fidelity against the oracle
+def test_random_fidelity_and_oracle_truth_on_fixed_numbers(tmp_path):
+    from nas.ranking import oracle_truth, random_fidelity
+
+    r = random_fidelity({"a": 50.0, "b": 54.0, "c": 52.0, "d": NAN})
+    assert (r.tau, r.n, r.regret, r.top3) == (0.0, 3, pytest.approx(2.0), 1.0)
+    store = OracleStore(None, {})
+    for arch, seed, acc in (("a", 0, 50.0), ("a", 1, 52.0), ("b", 0, NAN), ("b", 1, 40.0)):
+        store.results.setdefault(arch, {})[str(seed)] = {"accuracy": acc}
+    assert oracle_truth(store, ["a", "b", "c"]) == {"a": 51.0, "b": 40.0, "c": pytest.approx(NAN, nan_ok=True)}
+
+
+@pytest.fixture(scope="module")
+def quick_oracle(oracle_script, tmp_path_factory):
+    path = tmp_path_factory.mktemp("oracle") / "oracle.json"
+    assert oracle_script.main(QUICK + ["--out", str(path)]) == 0
+    return path
+
+
+def test_estimator_fidelity_measures_resumes_and_merges(quick_oracle, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("estimator_fidelity", ROOT / "benchmarks" / "estimator_fidelity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--oracle", str(quick_oracle), "--quick", "--data", "synthetic", "--threads", "1",
+            "--estimators", "proxy", "naswot"]
+    whole = tmp_path / "e.json"
+    assert bench.main(args + ["--out", str(whole)]) == 0
+    text = capsys.readouterr().out
+    for row in ("| proxy |", "| naswot |", "| params |", "| macs |", "| random |", "noise ceiling"):
+        assert row in text
+    results = json.loads(whole.read_text())["results"]
+    assert len(results) == 5 and all(set(r) == {"proxy", "naswot"} for r in results.values())
+    assert bench.main(args + ["--out", str(whole)]) == 0
+    assert "0 estimate(s) to make" in capsys.readouterr().out
+    parts = [tmp_path / f"{k}.json" for k in range(2)]
+    for k, part in enumerate(parts):
+        assert bench.main(args + ["--shard", f"{k}/2", "--out", str(part)]) == 0
+    merged = tmp_path / "m.json"
+    assert bench.main(args + ["--merge", *map(str, parts), "--out", str(merged), "--report"]) == 0
+    got = json.loads(merged.read_text())["results"]
+    assert {a: {e: r["value"] for e, r in by.items()} for a, by in got.items()} == \
+        {a: {e: r["value"] for e, r in by.items()} for a, by in results.items()}
+    # Estimates made with other proxy settings are refused, the file untouched.
+    before = whole.read_bytes()
+    assert run_main(bench.main, [a for a in args if a != "--quick"] + ["--out", str(whole)]) == 2
+    assert "other settings" in capsys.readouterr().err and whole.read_bytes() == before

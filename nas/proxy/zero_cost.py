@@ -11,6 +11,10 @@
   log10 because it spans many orders of magnitude.
 * ``grad_norm``: Abdelfattah et al. 2021: the sum over parameter tensors of the L2 norm of the
   cross-entropy gradient on one batch.
+* ``dss``: Zhou et al., "Training-free Transformer Architecture Search", CVPR 2022 (TF-TAS, section 3): with
+  weights made positive and an all-ones input, the sum of the outputs is backpropagated; linear layers of
+  attention modules score ``||dR/dW||_nuc * ||W||_nuc`` (synaptic diversity), the other linear layers
+  (MLP, head) ``sum |W * dR/dW|`` (synaptic saliency). Built for vision transformers.
 
 Scores are only meaningful relative to each other within one search space; ``benchmarks/proxy_fidelity.py``
 measures how well each agrees with trained accuracy.
@@ -39,7 +43,7 @@ from ..data import Dataset
 from ._config import ProxyConfig
 from ._setup import build_proxy_model, normalize, resolve_device, seeded_run, select_data
 
-__all__ = ["naswot", "synflow", "grad_norm", "score", "SCORES"]
+__all__ = ["naswot", "synflow", "grad_norm", "dss", "score", "SCORES"]
 
 _ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, QuickGELU)
 
@@ -103,8 +107,31 @@ def grad_norm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
         model.train(was_training)
 
 
+def dss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+    """TF-TAS's DSS-indicator (only the images' shape is used; the model is not modified)."""
+    probe = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.abs_()
+    probe.zero_grad(set_to_none=True)
+    ones = torch.ones((1,) + tuple(images.shape[1:]), dtype=torch.float64, device=images.device)
+    probe(ones).sum().backward()
+    attention = {id(child) for m in probe.modules() if type(m).__name__.endswith("Attention")
+                 for child in m.children()}
+    total = 0.0
+    for m in probe.modules():
+        if not isinstance(m, nn.Linear) or m.weight.grad is None:
+            continue
+        w, g = m.weight.detach(), m.weight.grad
+        if id(m) in attention:
+            total += float(torch.linalg.matrix_norm(g, "nuc") * torch.linalg.matrix_norm(w, "nuc"))
+        else:
+            total += float((w * g).abs().sum())
+    return math.log10(total) if total > 0 else float("-inf")
+
+
 SCORES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
-    "naswot": naswot, "synflow": synflow, "grad_norm": grad_norm}
+    "naswot": naswot, "synflow": synflow, "grad_norm": grad_norm, "dss": dss}
 
 
 def score(name: str, model_config: Any, dataset: Dataset, proxy: ProxyConfig | None = None, *,

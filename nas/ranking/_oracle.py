@@ -16,12 +16,10 @@ the training in progress. Its size (members, seeds) may grow across runs without
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,12 +29,12 @@ from cvt import UserError
 from ..budget import Budget, parse_budget
 from ..metrics import METRICS
 from ..proxy import ProxyConfig, proxy_model_config, scale_width
+from ._store import ResultStore
 
 __all__ = ["OracleSpec", "Reference", "OracleStore", "reference_architectures", "shrink_to_fit", "jobs",
            "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT"]
 
 FORMAT = "cvt-nas ranking oracle"
-_VERSION = 1
 
 # The CPU reference recipe (docs/performance.md, "Ranking oracle"): 20,000 of CIFAR-10's training images
 # for 3 epochs, all 10,000 test images for evaluation. Fresh images rather than repeated passes over a
@@ -249,7 +247,7 @@ def shard_jobs(work: Sequence[tuple[Reference, int]], spec: OracleSpec, dataset:
     return [work[i] for i in balanced_shard([trained_macs(r) for r, _ in work], shard, shards)]
 
 
-class OracleStore:
+class OracleStore(ResultStore):
     """One oracle's results in a JSON file: ``results[arch_id][seed]`` -> a training's record.
 
     Example:
@@ -258,87 +256,29 @@ class OracleStore:
         False
     """
 
-    def __init__(self, path: Path | None, identity: dict[str, Any]):
-        self.path = path
-        self.identity = identity
-        self.architectures: dict[str, dict[str, Any]] = {}
-        self.results: dict[str, dict[int, dict[str, Any]]] = {}
+    FORMAT = FORMAT
+    WHAT = "ranking-oracle"
 
     @classmethod
     def open(cls, path: Path | None, spec: OracleSpec, dataset: Any) -> "OracleStore":
         """The store at ``path`` (created on the first save), after checking it was measured like ``spec``."""
-        store = cls(path, spec.identity(dataset))
-        if path is not None and path.exists():
-            store.merge(path)
-        return store
+        return cls.at(path, spec.identity(dataset))
 
-    @staticmethod
-    def read(path: Path) -> dict[str, Any]:
-        """The raw contents of an oracle file, checked for its format."""
-        try:
-            saved = json.loads(Path(path).read_text())
-            if saved.get("format") != FORMAT:
-                raise ValueError(f"format is {saved.get('format')!r}")
-            if saved.get("version") != _VERSION:
-                raise ValueError(f"version {saved.get('version')!r}, this code reads version {_VERSION}")
-            saved["settings"], saved["architectures"], saved["results"]  # noqa: B018 - presence check
-        except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
-            raise UserError(f"{path}: not a ranking-oracle file ({err})") from None
-        return saved
-
-    def merge(self, path: Path) -> int:
-        """Take the results of ``path`` that this store lacks; returns how many. Refuses other settings."""
-        saved = self.read(path)
-        differ = sorted(_differences(saved["settings"], self.identity))
-        if differ:
-            raise UserError(f"{path} was measured with other settings ({'; '.join(differ)}); pass the same "
-                            f"options, or write to another --out")
-        added = 0
-        for arch_id, record in saved["architectures"].items():
-            self.architectures.setdefault(arch_id, record)
-        for arch_id, by_seed in saved["results"].items():
-            mine = self.results.setdefault(arch_id, {})
-            for seed, result in by_seed.items():
-                if int(seed) not in mine:
-                    mine[int(seed)] = result
-                    added += 1
-        return added
-
-    def has(self, arch_id: str, seed: int) -> bool:
-        return seed in self.results.get(arch_id, {})
+    def has(self, arch_id: str, seed: int) -> bool:  # type: ignore[override]
+        return super().has(arch_id, str(seed))
 
     def add(self, ref: Reference, seed: int, result: Mapping[str, Any]) -> None:
         """Record one training and save the file at once."""
-        self.architectures.setdefault(ref.arch_id, ref.record())
-        self.results.setdefault(ref.arch_id, {})[seed] = dict(result)
-        self.save()
+        self.put(ref.arch_id, str(seed), result, ref.record())
 
     def accuracy(self, arch_id: str, seed: int = 0) -> float:
         """Final accuracy of one training; NaN when missing or failed."""
-        result = self.results.get(arch_id, {}).get(seed)
+        result = self.get(arch_id, str(seed))
         return float("nan") if result is None else float(result.get("accuracy", math.nan))
 
-    def save(self, path: Path | None = None) -> None:
-        path = path or self.path
-        if path is None:
-            return
-        data = {"format": FORMAT, "version": _VERSION, "settings": self.identity,
-                "architectures": self.architectures,
-                "results": {a: {str(s): r for s, r in sorted(by_seed.items())}
-                            for a, by_seed in self.results.items()}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)  # a kill never leaves half a file
-
-
-def _differences(theirs: Mapping[str, Any], ours: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    for key in sorted(theirs.keys() | ours.keys()):
-        a, b = theirs.get(key), ours.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            yield from _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            yield f"{prefix}{key} {a!r} there, {b!r} here"
+    def seeds(self, arch_id: str) -> list[int]:
+        """The seeds ``arch_id`` was trained under."""
+        return sorted(int(s) for s in self.results.get(arch_id, {}))
 
 
 def pending(store: OracleStore, work: Iterable[tuple[Reference, int]]) -> list[tuple[Reference, int]]:
