@@ -29,7 +29,7 @@ from torch import nn
 from ._cct_config import POOL, CCTConfig, LayerSpec
 from ._errors import CheckpointError, ConfigError
 from ._family import Family
-from .cvt import DropPath
+from ._layers import DropPath
 
 __all__ = ["CCT", "Tokenizer", "Attention", "EncoderLayer", "SeqPool", "SequenceClassifier", "PRESETS",
            "sinusoidal_embedding", "resize_pos_embed"]

@@ -34,24 +34,25 @@ from torch import nn
 from ._config import BlockSpec, CvTConfig
 from ._errors import ConfigError
 from ._family import Family
+from ._layers import DropPath, QuickGELU, act_layer
 
-__all__ = ["CvT", "QuickGELU", "Linear", "ConvEmbed", "ConvProjection", "ConvAttention", "Mlp", "CvTBlock",
-           "CvTStage"]
+__all__ = ["CvT", "QuickGELU", "DropPath", "act_layer", "Linear", "ConvEmbed", "ConvProjection", "ConvAttention",
+           "Mlp", "CvTBlock", "CvTStage", "FAMILY"]
 
+# Measured effects of the CPU paths below: docs/performance.md, "CvT model speed".
 # oneDNN's linear(+activation) kernel, the one torch.compile's CPU backend emits. On fp32 CPU it beats the
-# BLAS path of F.linear, which also spends a pass copying the bias into the output: 2-27% less time per
-# CvT-13 layer on the benchmark machine (most for the 64-wide layers of stage 0).
+# BLAS path of F.linear, which also spends a pass copying the bias into the output (most for the 64-wide
+# layers of stage 0).
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-# A weight packed into oneDNN's blocked layout (as torch.compile's freezing does) makes a CvT-13 linear layer
-# 5-20% faster than the plain layout, but packing costs a pass over the weights: batched inference packs
-# once per call, for all its slices.
+# A weight packed into oneDNN's blocked layout (as torch.compile's freezing does) makes a linear layer faster
+# than the plain layout, but packing costs a pass over the weights: batched inference packs once per call,
+# for all its slices.
 _HAS_WEIGHT_PACKING = _HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 # CPU inference runs batches in slices of about this many stage-0 tokens (8 images at 224x224): a slice's
-# activations stay in the caches instead of streaming through memory (1.05-1.1x at batch 32, 1-2 cores).
+# activations stay in the caches instead of streaming through memory.
 _CPU_SLICE_TOKENS = 8 * 56 * 56
 # On CPU, two plain matmuls beat the fused attention kernel when there are few keys (CvT-13's 50 in stage 2
-# at 224: 1.2x at inference, 1.9x forward+backward); the fused kernel wins by far on long key sequences
-# (stage 1's 196: 1.3-1.9x, stage 0's 784: 3-4x).
+# at 224); the fused kernel wins by far on long key sequences (stage 1's 196, stage 0's 784).
 _CPU_SHORT_KEYS = 64
 
 
@@ -106,19 +107,6 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-class QuickGELU(nn.Module):
-    """x * sigmoid(1.702 x): the activation of the reference code (and CLIP)."""
-
-    alpha = 1.702
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.alpha * x)
-
-
-def _act_layer(name: str) -> type[nn.Module]:
-    return QuickGELU if name == "quick_gelu" else nn.GELU
-
-
 class Linear(nn.Linear):
     """``nn.Linear`` that runs on oneDNN for fp32 CPU tensors (same parameters, same numbers)."""
 
@@ -136,29 +124,6 @@ class Linear(nn.Linear):
     def fold(self, pack: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weight (packed for oneDNN if ``pack``) and the bias."""
         return _packed(self.weight, pack), self.bias
-
-
-class DropPath(nn.Module):
-    """A residual connection with stochastic depth: ``residual + branch``, the branch dropped per sample with
-    probability ``p`` while training (and the kept ones scaled by 1 / (1 - p)).
-
-    One fused op (``addcmul``) instead of a masked copy of the branch added after: 2.2x faster forward and
-    backward on CvT-13's stage 2.
-    """
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, residual: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return residual + branch
-        keep = 1.0 - self.p
-        mask = branch.new_empty((branch.shape[0],) + (1,) * (branch.ndim - 1)).bernoulli_(keep)
-        return torch.addcmul(residual, branch, mask.div_(keep))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 def _tokens_to_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -179,7 +144,7 @@ class ConvEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         # Channels-last in, channels-last out: the conv output already is the token sequence in memory.
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.fast_path:  # a channels-last weight too: 1.4x for the 3-channel stem conv on CPU
+        if self.fast_path:  # a channels-last weight too: faster for the 3-channel stem conv on CPU
             proj = self.proj
             x = F.conv2d(x, proj.weight.contiguous(memory_format=torch.channels_last), proj.bias,
                          proj.stride, proj.padding)
@@ -392,11 +357,11 @@ class CvT(nn.Module):
         if not isinstance(config, CvTConfig):
             raise ConfigError(f"CvT needs a CvTConfig, got {type(config).__name__}")
         self.num_classes = num_classes
-        act_layer = _act_layer(config.act_layer)
+        act = act_layer(config.act_layer)
         in_chans = config.in_chans
         for i in range(config.num_stages):
             # Named stage0, stage1, ... as in the reference state_dict.
-            self.add_module(f"stage{i}", CvTStage(config, i, in_chans, act_layer))
+            self.add_module(f"stage{i}", CvTStage(config, i, in_chans, act))
             in_chans = config.embed_dims[i]
         self.num_features = config.embed_dims[-1]
         self.norm = nn.LayerNorm(self.num_features)
@@ -455,7 +420,7 @@ class CvT(nn.Module):
             return self._forward_features(x)
         # Every op is per image at eval, so slices change nothing but speed. They share one set of eval-time
         # weights, BatchNorm folded into its conv and linear weights packed for oneDNN: packing pays off
-        # only for weights that serve several slices (per call, it costs batch-1 inference 25%).
+        # only for weights that serve several slices (per call, it slows batch-1 inference down).
         modules = [m for stage in self.stages for m in stage.modules()]
         in_mlp = {layer for m in modules if isinstance(m, Mlp) for layer in (m.fc1, m.fc2)}  # Mlp folds those
         folding = [m for m in modules if isinstance(m, (Linear, ConvProjection, Mlp)) and m not in in_mlp]

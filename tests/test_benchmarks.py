@@ -1,23 +1,14 @@
 """The result-producing benchmark scripts: their arithmetic, and a tiny end-to-end run of each on synthetic data."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def efficiency():
-    return _script("search_efficiency")
+    return load_script("search_efficiency")
 
 
 def test_hypervolume_of_known_fronts(efficiency):
@@ -54,7 +45,7 @@ def test_efficiency_and_finetune_scripts_end_to_end(efficiency, tmp_path, capsys
     from nas.export import main as export_main
 
     assert export_main([str(out / "tpe-seed0"), "--top", "2", "--out", str(tmp_path / "top")]) == 0
-    finetune = _script("finetune_check")
+    finetune = load_script("finetune_check")
     configs = sorted(str(p) for p in (tmp_path / "top").glob("*.yaml"))
     result = tmp_path / "finetune.json"
     assert finetune.main([str(out / "tpe-seed0"), *configs, "--factor", "2", "--out", str(result)]) == 0
@@ -70,7 +61,7 @@ def test_efficiency_and_finetune_scripts_end_to_end(efficiency, tmp_path, capsys
 
 
 def test_finetune_check_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
-    finetune = _script("finetune_check")
+    finetune = load_script("finetune_check")
     from nas.cli import run_main
 
     assert run_main(finetune.main, [str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
@@ -78,7 +69,7 @@ def test_finetune_check_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_proxy_fidelity_shards_merge_into_the_unsharded_result(tmp_path, capsys):
-    fidelity = _script("proxy_fidelity")
+    fidelity = load_script("proxy_fidelity")
     from nas.cli import run_main
 
     common = ["--quick", "--data", "synthetic", "--space", "cvt13-nas", "--archs", "3", "--threads", "1"]

@@ -14,7 +14,8 @@ from nas.cli import run_main
 from nas.cost import analytic_macs, analytic_params
 from nas.search import SearchConfig, run_search
 
-TINY_SPACE = Path(__file__).parent / "data" / "tiny-cvt-space.yaml"  # 320 members, 2.6-7.0 MMACs at 64x64
+from conftest import TINY_SPACE
+
 PROXY = {"epochs": 1, "train_subset": 64, "val_subset": 32, "batch_size": 32}
 
 

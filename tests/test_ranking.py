@@ -1,9 +1,7 @@
 """nas.ranking: the fidelity metrics on fixed numbers, the oracle's band sampling, and its store
 (refuses other settings, resumes without retraining, merges shards), through the benchmark's command."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -16,16 +14,14 @@ from nas.data import load_dataset
 from nas.ranking import (OracleSpec, OracleStore, jobs, kendall_tau, reference_architectures, regret, shard_jobs,
                          shrink_to_fit, top_k_hit)
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
+
 NAN = float("nan")
 
 
 @pytest.fixture(scope="module")
 def oracle_script():
-    spec = importlib.util.spec_from_file_location("ranking_oracle", ROOT / "benchmarks" / "ranking_oracle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ranking_oracle")
 
 
 # ------------------------------------------------------------------ metrics
@@ -177,9 +173,7 @@ def quick_oracle(oracle_script, tmp_path_factory):
 
 
 def test_estimator_fidelity_measures_resumes_and_merges(quick_oracle, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("estimator_fidelity", ROOT / "benchmarks" / "estimator_fidelity.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("estimator_fidelity")
     args = ["--oracle", str(quick_oracle), "--quick", "--data", "synthetic", "--threads", "1",
             "--estimators", "proxy", "naswot"]
     whole = tmp_path / "e.json"

@@ -26,7 +26,7 @@ from cvt import CvTConfig, UserError
 from nas.cli import run_main
 from nas.ray_cluster import _probe, init_ray
 from nas.search import main
-from test_search import TINY_PROXY, TINY_SPACE, load_study, read_csv
+from test_search import TINY_PROXY, load_study, read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,10 +50,6 @@ def ray_cluster():
             ray.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
 
-
-@pytest.fixture
-def tiny_space() -> str:
-    return str(TINY_SPACE)  # 320 CvT members, 2.6-7.0 MMACs at 64x64: each proxy training takes a second
 
 
 def ray_args(space: str, out: Path, trials: int, *extra: str) -> list[str]:

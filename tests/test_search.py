@@ -23,10 +23,12 @@ from nas.search._options import parse_config
 from nas.search._trials import stop_reason
 from nas.search._rundir import DeviceLock, RunDir
 
+from conftest import TINY_SPACE
+
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_PROXY = ["--data", "synthetic", "--proxy-epochs", "1", "--proxy-train-subset", "64", "--proxy-val-subset", "32",
               "--proxy-batch-size", "32", "--threads", "1"]
-TINY_SPACE = REPO / "tests" / "data" / "tiny-cvt-space.yaml"  # 320 members, 2.6-7.0 MMACs at 64x64
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +37,6 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CVT_NAS_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
 
-
-@pytest.fixture
-def tiny_space() -> str:
-    return str(TINY_SPACE)
 
 
 def tiny_args(space: str, out: Path, trials: int = 3, *extra: str) -> list[str]:

@@ -122,7 +122,7 @@ def _operators(config: CvTConfig, resolution: int, num_classes: int) -> list[Ope
 
 
 def _build_operator(op: Operator, settings: LatencySettings) -> Callable[[], Any]:
-    from cvt.cvt import ConvEmbed, CvTBlock, _act_layer
+    from cvt.cvt import ConvEmbed, CvTBlock, act_layer
 
     b = settings.batch_size
     _, *recipe = op.recipe
@@ -131,7 +131,7 @@ def _build_operator(op: Operator, settings: LatencySettings) -> Callable[[], Any
         module, x = ConvEmbed(in_chans, c, k, s, p), make_input((b, in_chans, h_in, h_in), settings)
     elif op.kind == "block":
         spec, act, h, w = recipe
-        block = prepare(CvTBlock(spec, _act_layer(act)), settings)
+        block = prepare(CvTBlock(spec, act_layer(act)), settings)
         tokens = make_input((b, h * w + spec.with_cls_token, spec.dim), settings)
         return lambda: block(tokens, h, w)
     else:

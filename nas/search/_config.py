@@ -17,10 +17,11 @@ from typing import Any, Mapping
 from cvt import UserError
 
 from .._settings import settings_from_dict
+from ..cost import DTYPES
 from ..metrics import COSTS, METRICS
 from ._backend import BACKENDS
 
-__all__ = ["SearchConfig", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "DTYPES", "PROXY_OPTIONS",
+__all__ = ["SearchConfig", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "PROXY_OPTIONS",
            "parse_duration"]
 
 # Samplers Optuna ships that handle categorical, multi-objective and constrained studies (checked with
@@ -37,7 +38,6 @@ SAMPLERS = {
 LATENCY_MODES = ("measured", "predicted")
 # Early stopping of proxy trainings (Ray backend): ASHA on per-epoch proxy accuracy, or none.
 SCHEDULERS = ("none", "asha")
-DTYPES = ("fp32", "bf16", "fp16")
 
 # Proxy-training settings exposed as --proxy-<name>; each maps to the ProxyConfig field of that name.
 PROXY_OPTIONS = {

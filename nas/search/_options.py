@@ -15,7 +15,8 @@ from nas.proxy import GPU_DEFAULTS
 
 from ..cli import ArgumentParser
 from ..metrics import METRICS
-from ._config import BUDGETED, DTYPES, LATENCY_MODES, PROXY_OPTIONS, SAMPLERS, SCHEDULERS, SearchConfig
+from ..cost import DTYPES
+from ._config import BUDGETED, LATENCY_MODES, PROXY_OPTIONS, SAMPLERS, SCHEDULERS, SearchConfig
 from ._backend import BACKENDS
 
 __all__ = ["build_parser", "parse_config"]
@@ -97,7 +98,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--device", help="device latency is measured on: cpu, cuda or cuda:N (default cpu); measurement "
                                     "never overlaps proxy training on the same device")
     g.add_argument("--batch-size", type=int, metavar="N", help="batch size of the latency measurement (default 1)")
-    g.add_argument("--dtype", choices=DTYPES, help="dtype of the latency measurement (default fp32)")
+    g.add_argument("--dtype", choices=list(DTYPES), help="dtype of the latency measurement (default fp32)")
     g.add_argument("--latency-threads", type=int, metavar="N",
                    help="CPU threads of a latency measurement on the CPU (default: all cores)")
 

@@ -7,8 +7,6 @@ stopping and interrupted trials are the shared bookkeeping of ``_trials.py``.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -16,11 +14,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ._config import SearchConfig
 from ._objective import Evaluator, OptunaObjective
 from ._records import failure_reason
+from ._rundir import claim_lock
 from ._samplers import derive_seed, make_sampler
 from ._trials import count_trials, fail, find_trained, load_study, mark_interrupted, requeue, stop_reason
 
@@ -29,16 +28,6 @@ __all__ = ["OptunaBackend", "run_worker"]
 _log = logging.getLogger(__name__)
 
 _WAIT_S = 1.0  # poll interval while other workers' trials decide whether a training slot is left
-
-
-@contextlib.contextmanager
-def _claim_lock(run_dir: Path) -> Iterator[None]:
-    with open(run_dir / ".claim.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline: float | None = None,
@@ -62,7 +51,7 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
     objective = OptunaObjective(evaluator, lambda arch_id: find_trained(study, arch_id), on_epoch=on_update)
     try:
         while True:
-            with _claim_lock(run_dir):
+            with claim_lock(run_dir):
                 reason = stop_reason(config, count_trials(study.get_trials(deepcopy=False)), deadline)
                 trial = study.ask() if reason is None else None
             if reason == "wait":

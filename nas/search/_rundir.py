@@ -160,6 +160,23 @@ class RunDir:
                 f.truncate(len(complete))
 
 
+@contextlib.contextmanager
+def flocked(handle: Any, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
+    """Hold an ``flock`` on an open file for the block (the kernel releases it if the process dies)."""
+    fcntl.flock(handle, mode)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claim_lock(run_dir: Path) -> Iterator[None]:
+    """The run directory's claim lock: one worker at a time counts trials and asks for a new one."""
+    with open(run_dir / ".claim.lock", "a+") as handle, flocked(handle):
+        yield
+
+
 class DeviceLock:
     """Keeps latency measurement and proxy training apart on one device, across worker processes.
 
@@ -177,15 +194,8 @@ class DeviceLock:
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """The device to this process alone (for a latency measurement)."""
-        fcntl.flock(self._gate, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(self._device, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._device, fcntl.LOCK_UN)
-        finally:
-            fcntl.flock(self._gate, fcntl.LOCK_UN)
+        with flocked(self._gate), flocked(self._device):
+            yield
 
     def _acquire_shared(self) -> None:
         fcntl.flock(self._gate, fcntl.LOCK_SH)  # waits while a measurement is pending
