@@ -65,18 +65,79 @@ def _load_config(args: argparse.Namespace) -> Any:
     return load_config(args.preset or args.config)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _measure(args: argparse.Namespace) -> int:
+    from nas.cost import measure_latency
+
+    result = measure_latency(_load_config(args), device=args.device, batch_size=args.batch_size,
+                             resolution=args.resolution, dtype=args.dtype, channels_last=args.channels_last,
+                             threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                             clock=args.clock, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(f"{result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms, {result.repeats} repeats on "
+              f"{result.device_name} ({result.settings['threads']} threads){' [cached]' if result.cached else ''}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from nas.cost import LatencyPredictor
+
+    predictor = LatencyPredictor.build(
+        args.space, device=args.device, batch_size=args.batch_size, resolution=args.resolution,
+        dtype=args.dtype, channels_last=args.channels_last, threads=args.threads, fit=args.fit,
+        holdout=args.holdout, seed=args.seed, max_entries=args.max_entries, warmup=args.warmup,
+        repeats=args.repeats, model_warmup=args.model_warmup, model_repeats=args.model_repeats,
+        clock=args.clock, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        progress=lambda line: print(line, flush=True))
+    out = Path(args.out) if args.out else default_table_path(predictor.device_name, args.device,
+                                                             predictor.space, args.clock)
+    predictor.save(out)
+    _print_report(predictor.report, predictor.settings, predictor.signature)
+    print(f"wrote {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from nas.cost import LatencyPredictor, accuracy_report, measure_latency
+
+    predictor = LatencyPredictor.load(args.table)
+    _print_report(predictor.report, predictor.settings, predictor.signature)
+    if not args.verify:
+        return 0
+    import numpy as np
+
+    from search_spaces import get_space
+
+    s = predictor.settings
+    space = get_space(args.space or predictor.space)
+    rng = np.random.default_rng(args.seed)
+    configs = [space.sample_config(rng) for _ in range(args.verify)]
+    measured = [measure_latency(c, device=s["device"], batch_size=s["batch_size"], resolution=s["resolution"],
+                                dtype=s["dtype"], channels_last=s["channels_last"], threads=s["threads"],
+                                warmup=3, repeats=15, clock=s.get("clock", "wall"),
+                                num_classes=s["num_classes"], use_cache=False).median_ms
+                for c in configs]
+    acc = accuracy_report(measured, [predictor.predict(c) for c in configs])
+    print(f"verify now ({acc['n']} new architectures): {acc['within_10pct']:.0%} within +-10%, "
+          f"Kendall tau {acc['kendall_tau']:.3f}, mean error {acc['mape_pct']:.1f}%")
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    """The command line: one subcommand per task, each run by its own function."""
     parser = ArgumentParser(prog="python -m nas.latency",
                             description="Measure latency by the protocol; build and check latency tables.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("measure", help="latency of one model by the protocol")
-    m.add_argument("--preset", help="a preset name, e.g. cvt_13")
-    m.add_argument("--config", help="a config YAML")
+    m.add_argument("--preset", help="a preset name, e.g. cvt_13 or cct_7_3x1_32")
+    m.add_argument("--config", help="a config YAML of any model family")
     m.add_argument("--warmup", type=int, default=10)
     m.add_argument("--repeats", type=int, default=50)
     m.add_argument("--json", action="store_true", help="print the full result as JSON")
     _settings_args(m)
+    m.set_defaults(run=_measure)
 
     b = sub.add_parser("build", help="measure a space's operator table, calibrate, report held-out accuracy")
     b.add_argument("--space", required=True, help="cvt13-nas, cvt, cct or a space YAML")
@@ -90,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--model-repeats", type=int, default=15)
     b.add_argument("--max-entries", type=int, default=1000)
     _settings_args(b)
+    b.set_defaults(run=_build)
 
     r = sub.add_parser("report", help="print a table's report; --verify N re-checks it on N new architectures")
     r.add_argument("table")
@@ -97,57 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--space", default=None, help="space to draw from (default: the table's; give the YAML path "
                                                   "for a user-defined space)")
     r.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
+    r.set_defaults(run=_report)
+    return parser
 
-    from nas.cost import LatencyPredictor, accuracy_report, measure_latency
 
-    if args.command == "measure":
-        result = measure_latency(_load_config(args), device=args.device, batch_size=args.batch_size,
-                                 resolution=args.resolution, dtype=args.dtype, channels_last=args.channels_last,
-                                 threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                                 clock=args.clock, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-        if args.json:
-            print(json.dumps(result.to_dict(), indent=1))
-        else:
-            print(f"{result.median_ms:.3f} ms median, IQR {result.iqr_ms:.3f} ms, {result.repeats} repeats on "
-                  f"{result.device_name} ({result.settings['threads']} threads){' [cached]' if result.cached else ''}")
-        return 0
-
-    if args.command == "build":
-        predictor = LatencyPredictor.build(
-            args.space, device=args.device, batch_size=args.batch_size, resolution=args.resolution,
-            dtype=args.dtype, channels_last=args.channels_last, threads=args.threads, fit=args.fit,
-            holdout=args.holdout, seed=args.seed, max_entries=args.max_entries, warmup=args.warmup,
-            repeats=args.repeats, model_warmup=args.model_warmup, model_repeats=args.model_repeats,
-            clock=args.clock, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-            progress=lambda line: print(line, flush=True))
-        out = Path(args.out) if args.out else default_table_path(predictor.device_name, args.device,
-                                                                 predictor.space, args.clock)
-        predictor.save(out)
-        _print_report(predictor.report, predictor.settings, predictor.signature)
-        print(f"wrote {out}")
-        return 0
-
-    predictor = LatencyPredictor.load(args.table)
-    _print_report(predictor.report, predictor.settings, predictor.signature)
-    if args.verify:
-        from search_spaces import get_space
-
-        import numpy as np
-
-        s = predictor.settings
-        space = get_space(args.space or predictor.space)
-        rng = np.random.default_rng(args.seed)
-        configs = [space.sample_config(rng) for _ in range(args.verify)]
-        measured = [measure_latency(c, device=s["device"], batch_size=s["batch_size"], resolution=s["resolution"],
-                                    dtype=s["dtype"], channels_last=s["channels_last"], threads=s["threads"],
-                                    warmup=3, repeats=15, clock=s.get("clock", "wall"),
-                                    num_classes=s["num_classes"], use_cache=False).median_ms
-                    for c in configs]
-        acc = accuracy_report(measured, [predictor.predict(c) for c in configs])
-        print(f"verify now ({acc['n']} new architectures): {acc['within_10pct']:.0%} within +-10%, "
-              f"Kendall tau {acc['kendall_tau']:.3f}, mean error {acc['mape_pct']:.1f}%")
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

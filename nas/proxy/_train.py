@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import timm.loss
@@ -131,6 +131,33 @@ def _evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     return 100.0 * correct / max(1, len(labels))
 
 
+def _optimization(model: torch.nn.Module, proxy: ProxyConfig, data: Dataset, total_steps: int,
+                  warmup_steps: int) -> tuple[Any, Any, torch.nn.Module, Mixup | None]:
+    """AdamW, warm-up then cosine per step, the loss, and Mixup/CutMix when asked for."""
+    optimizer = timm.optim.create_optimizer_v2(model, opt="adamw", lr=proxy.lr, weight_decay=proxy.weight_decay)
+    scheduler = timm.scheduler.CosineLRScheduler(
+        optimizer, t_initial=max(1, total_steps - warmup_steps), lr_min=0.01 * proxy.lr,
+        warmup_t=warmup_steps, warmup_lr_init=0.01 * proxy.lr, warmup_prefix=True, t_in_epochs=False)
+    if proxy.mixup or proxy.cutmix:
+        mixup = Mixup(mixup_alpha=proxy.mixup, cutmix_alpha=proxy.cutmix, label_smoothing=proxy.label_smoothing,
+                      num_classes=data.num_classes)
+        return optimizer, scheduler, timm.loss.SoftTargetCrossEntropy(), mixup
+    return optimizer, scheduler, timm.loss.LabelSmoothingCrossEntropy(smoothing=proxy.label_smoothing), None
+
+
+def _step(model: torch.nn.Module, optimizer: Any, loss_fn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+          amp: bool, device: torch.device) -> float:
+    """One optimizer step; the loss (not stepped when it is not finite)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = loss_fn(model(x), y)
+    value = loss.item()
+    if math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return value
+
+
 def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None = None, *,
                 report: ReportFn | None = None) -> ProxyResult:
     """Train a candidate briefly on ``dataset`` and measure its top-1 validation accuracy.
@@ -180,22 +207,20 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
             model = build_proxy_model(model_config, data, proxy).to(device)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            optimizer = timm.optim.create_optimizer_v2(model, opt="adamw", lr=proxy.lr,
-                                                       weight_decay=proxy.weight_decay)
-            scheduler = timm.scheduler.CosineLRScheduler(
-                optimizer, t_initial=max(1, total_steps - warmup_steps), lr_min=0.01 * proxy.lr,
-                warmup_t=warmup_steps, warmup_lr_init=0.01 * proxy.lr, warmup_prefix=True, t_in_epochs=False)
-            mixup = None
-            if proxy.mixup or proxy.cutmix:
-                mixup = Mixup(mixup_alpha=proxy.mixup, cutmix_alpha=proxy.cutmix,
-                              label_smoothing=proxy.label_smoothing, num_classes=data.num_classes)
-                loss_fn: torch.nn.Module = timm.loss.SoftTargetCrossEntropy()
-            else:
-                loss_fn = timm.loss.LabelSmoothingCrossEntropy(smoothing=proxy.label_smoothing)
+            optimizer, scheduler, loss_fn, mixup = _optimization(model, proxy, data, total_steps, warmup_steps)
             numpy_stream = _NumpyStream(proxy.seed)
             gen = torch.Generator().manual_seed(proxy.seed)
             train_x, train_y = data.train_x.to(device), data.train_y.to(device)
             pad = max(1, proxy.resolution // 8)  # 4 px at 32, as in the usual CIFAR recipe
+
+            def batches(order: torch.Tensor, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                """``count`` augmented (and mixed) training batches in ``order``."""
+                for b in range(count):
+                    idx = order[b * batch_size:(b + 1) * batch_size]
+                    x, y = normalize(_augment(train_x[idx], gen, pad), data), train_y[idx]
+                    if mixup is not None:
+                        x, y = numpy_stream(mixup, x, y)
+                    yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
             history: list[dict[str, float]] = []
             stopped_early = False
@@ -205,33 +230,22 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
                 model.train()
                 order = torch.randperm(n_train, generator=gen).to(device)
                 loss_sum, loss_count = 0.0, 0
-                for b in range(min(steps_per_epoch, total_steps - step)):
-                    tick = time.perf_counter()
-                    idx = order[b * batch_size:(b + 1) * batch_size]
-                    x = normalize(_augment(train_x[idx], gen, pad), data)
-                    y = train_y[idx]
-                    if mixup is not None:
-                        x, y = numpy_stream(mixup, x, y)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
+                tick = time.perf_counter()
+                for x, y in batches(order, min(steps_per_epoch, total_steps - step)):
                     scheduler.step_update(num_updates=step)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        loss = loss_fn(model(x), y)
-                    value = loss.item()
+                    value = _step(model, optimizer, loss_fn, x, y, amp, device)
                     if not math.isfinite(value):
                         raise TrainingFailed(
                             f"training diverged: loss = {value} at epoch {epoch}, step {step} "
                             f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower the learning rate",
                             kind="diverged", epoch=epoch, step=step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
                     loss_sum, loss_count, step = loss_sum + value, loss_count + 1, step + 1
                     if step > 1:  # the first step allocates and warms caches: not steady state
                         if on_gpu:
                             torch.cuda.synchronize(device)
                         train_time += time.perf_counter() - tick
-                        timed_images += len(idx)
+                        timed_images += len(y)
+                    tick = time.perf_counter()
                 accuracy = _evaluate(model, data.val_x, data.val_y, data, proxy, device, amp, channels_last)
                 history.append({"epoch": epoch, "step": step, "accuracy": accuracy,
                                 "train_loss": loss_sum / max(1, loss_count), "lr": optimizer.param_groups[0]["lr"],

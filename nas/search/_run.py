@@ -138,11 +138,6 @@ def run_search(config: SearchConfig) -> SearchResult:
         ...                                  data="synthetic", out="runs/demo"))  # doctest: +SKIP
         >>> result.best["arch_id"]  # doctest: +SKIP
     """
-    import optuna
-    from search_spaces import get_space
-
-    from ._objective import Evaluator
-
     run = RunDir(config.run_dir)
     if config.resume:
         run.check_resume(config)  # a foreign or corrupt directory stops here, untouched
@@ -151,12 +146,50 @@ def run_search(config: SearchConfig) -> SearchResult:
     elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
         run.create(config, {})  # raises: the directory already holds something
 
+    ready = _preflight(config, run.path)
+    study = _open_study(config, run, ready)
+    _announce(config, ready.space, ready.resolution, ready.proxy, ready.dataset, run.path)
+
+    before = study.get_trials(deepcopy=False)
+    progress = Progress(config, lambda: study.get_trials(deepcopy=False),
+                        already=summarize(before, config)["trainings"])
+    progress.mark_seen(before)
+    reason = "interrupted"
+    try:
+        reason = ready.backend.run(config, run.path, resolution=ready.resolution, dataset=ready.dataset,
+                                   progress=progress)
+    finally:
+        progress.close()
+        result = _finish(config, study, run, reason, ready.resolution)
+        ready.evaluator.close()
+        run.unlock()
+    return result
+
+
+@dataclass
+class _Ready:
+    """What the preflight found and built, handed on to the run."""
+
+    space: Any
+    resolution: int
+    evaluator: Any
+    dataset: Any
+    proxy: Any
+    backend: Any
+
+
+def _preflight(config: SearchConfig, run_dir: Path) -> _Ready:
+    """Every check that needs the space, the devices, the data or the backend; writes nothing."""
+    from search_spaces import get_space
+
+    from ._objective import Evaluator
+
     space = get_space(config.space)
     _check_devices(config)
     # Costs are taken at the deployment resolution; every decoded config carries the space's own.
     resolution = config.resolution or space.sample_config(0).img_size
     _check_predictor(config, resolution)
-    evaluator = Evaluator(config, run.path, resolution=resolution)
+    evaluator = Evaluator(config, run_dir, resolution=resolution)
     _check_budgets(config, space, resolution, evaluator)
     dataset = evaluator.dataset
     proxy = evaluator.proxy_config()  # validates the proxy settings
@@ -166,6 +199,12 @@ def run_search(config: SearchConfig) -> SearchResult:
     backend = get_backend(config.backend)
     if hasattr(backend, "preflight"):  # e.g. Ray: join the cluster and check its resources, before any file
         backend.preflight(config)
+    return _Ready(space, resolution, evaluator, dataset, proxy, backend)
+
+
+def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
+    """The run's study: loaded and settled on ``--resume``, else created with the run directory."""
+    import optuna
 
     if config.resume:
         storage = open_storage(config.storage, run.path)
@@ -181,30 +220,17 @@ def run_search(config: SearchConfig) -> SearchResult:
         if any(recovered.values()):
             _log.info("resume: %d trial(s) completed from their records, %d interrupted trial(s) queued again",
                       recovered["completed"], recovered["requeued"])
-    else:
-        run.create(config, {"resolution": resolution, "dataset": dataset.description, "proxy": proxy.to_dict(),
-                            "space": {"name": space.name, "family": space.family,
-                                      "cardinality": space.cardinality()}})
-        storage = open_storage(config.storage, run.path)
-        study = optuna.create_study(study_name=config.name, storage=storage, directions=config.directions)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(config.objective_names))  # names in optuna-dashboard
-    _announce(config, space, resolution, proxy, dataset, run.path)
-
-    before = study.get_trials(deepcopy=False)
-    progress = Progress(config, lambda: study.get_trials(deepcopy=False),
-                        already=summarize(before, config)["trainings"])
-    progress.mark_seen(before)
-    reason = "interrupted"
-    try:
-        reason = backend.run(config, run.path, resolution=resolution, dataset=dataset, progress=progress)
-    finally:
-        progress.close()
-        result = _finish(config, study, run, reason, resolution)
-        evaluator.close()
-        run.unlock()
-    return result
+        return study
+    space = ready.space
+    run.create(config, {"resolution": ready.resolution, "dataset": ready.dataset.description,
+                        "proxy": ready.proxy.to_dict(),
+                        "space": {"name": space.name, "family": space.family, "cardinality": space.cardinality()}})
+    study = optuna.create_study(study_name=config.name, storage=open_storage(config.storage, run.path),
+                                directions=config.directions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(config.objective_names))  # names in optuna-dashboard
+    return study
 
 
 def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dataset: Any, run_dir: Path) -> None:
