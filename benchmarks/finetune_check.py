@@ -27,6 +27,7 @@ from nas.cli import ArgumentParser, run_main
 from nas.cost import analytic_macs, analytic_params
 from nas.data import load_dataset
 from nas.proxy import ProxyConfig, TrainingFailed, train_proxy
+from nas.search import SearchConfig
 
 
 def _candidates(configs: Sequence[Path], baselines: Sequence[str]) -> list[tuple[str, Any]]:
@@ -63,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         proxy = proxy.replace(threads=args.threads)
     long = proxy.replace(epochs=proxy.epochs * args.factor)
-    dataset = load_dataset(manifest["config"]["data"], args.data_dir or manifest["config"]["data_dir"])
+    search = SearchConfig.from_dict(manifest["config"])
+    dataset = load_dataset(search.training.data, args.data_dir or search.training.data_dir)
     candidates = _candidates(args.configs, args.baseline)
     print(f"{len(candidates)} architectures on {dataset.name}; proxy {proxy.epochs:g} epochs, "
           f"long {long.epochs:g} epochs of {proxy.train_subset} images, seed {proxy.seed}, "
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.out} holds results of other settings; give another --out")
     rows = saved.get("rows", {})
     resolution = manifest["resolution"]
-    num_classes = manifest["config"]["num_classes"]
+    num_classes = search.space.num_classes
     for name, config in candidates:
         row = rows.setdefault(name, {"arch_id": config.arch_id(), "baseline": name in args.baseline,
                                      "macs": analytic_macs(config, resolution, num_classes=num_classes),

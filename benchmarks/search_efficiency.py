@@ -76,13 +76,13 @@ def run_one(args: Any, run_dir: Path, sampler: str, seed: int, proxy: dict[str, 
     """Run (or resume) one sampler's search into ``run_dir``, unless it has finished already."""
     if (run_dir / DONE).is_file():
         return
-    config = SearchConfig(space=args.space, budget=args.budget, objectives=("accuracy", "macs"),
-                          trials=args.trials, sampler=sampler, seed=seed,
-                          # Random search finds few candidates within a tight budget (4% of cvt13-nas at
-                          # 4 GFLOPs): let it sample until it has trained as many as the others.
-                          max_untrained=200 * args.trials, data=args.data, data_dir=args.data_dir,
-                          proxy=proxy, threads=args.threads, out=str(run_dir),
-                          resume=(run_dir / "run.json").is_file())
+    config = SearchConfig.create(space=args.space, budget=args.budget, objectives=("accuracy", "macs"),
+                                 trials=args.trials, sampler=sampler, seed=seed,
+                                 # Random search finds few candidates within a tight budget (4% of cvt13-nas
+                                 # at 4 GFLOPs): let it sample until it has trained as many as the others.
+                                 max_untrained=200 * args.trials, data=args.data, data_dir=args.data_dir,
+                                 proxy=proxy, threads=args.threads, out=str(run_dir),
+                                 resume=(run_dir / "run.json").is_file())
     print(f"== {sampler}, seed {seed}: {run_dir}", flush=True)
     result = run_search(config)
     (run_dir / DONE).write_text(json.dumps({"stop_reason": result.stop_reason, "summary": result.summary}) + "\n")

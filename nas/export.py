@@ -53,7 +53,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/exports)")
     args = parser.parse_args(argv)
     manifest, config, study = load_run(args.run_dir)
-    trials = select_trials(study, config.objective_names, top=args.top, trial=args.trial)
+    trials = select_trials(study, config.space.objective_names, top=args.top, trial=args.trial)
     for path in export_trials(trials, manifest, config, args.out or Path(args.run_dir) / "exports", args.format):
         print(path)
     return 0

@@ -25,8 +25,8 @@ def run_dir(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CVT_NAS_CACHE", str(root / "cache"))
         mp.setenv("CVT_NAS_OFFLINE", "1")
-        run_search(SearchConfig(space=str(TINY_SPACE), budget="4.5MFLOPs", trials=4, data="synthetic", proxy=PROXY,
-                                threads=1, out=str(root / "run"), seed=1))
+        run_search(SearchConfig.create(space=str(TINY_SPACE), budget="4.5MFLOPs", trials=4, data="synthetic",
+                                       proxy=PROXY, threads=1, out=str(root / "run"), seed=1))
     return root / "run"
 
 
@@ -117,7 +117,7 @@ def test_bad_runs_are_one_line_exit_2(tmp_path, capsys):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CVT_NAS_OFFLINE", "1")
         mp.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
-        result = run_search(SearchConfig(space="cvt13-nas", budget="3.125GFLOPs", trials=2, max_untrained=3,
+        result = run_search(SearchConfig.create(space="cvt13-nas", budget="3.125GFLOPs", trials=2, max_untrained=3,
                                          sampler="random", data="synthetic", proxy=PROXY, out=str(empty)))
     assert result.best is None and result.summary["trained"] == 0
     capsys.readouterr()  # the search's own log lines

@@ -1,6 +1,5 @@
 """The search's pure bookkeeping on fixed inputs: the metric registry's reach, objective values, Pareto
 rows, trial counts and stop reasons, durations, samplers, and settling interrupted trials."""
-import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -11,7 +10,7 @@ import cvt
 from cvt import ConfigError, UserError
 from nas.metrics import COSTS, METRICS
 from nas.search import SearchConfig
-from nas.search._config import BUDGETED, parse_duration
+from nas.search._config import BUDGETED, option_fields, parse_duration
 from nas.search._options import build_parser
 from nas.search._records import CSV_COLUMNS, objective_values, pareto_rows, values_from_attrs
 from nas.search._rundir import open_storage
@@ -22,13 +21,13 @@ from nas.search._trials import count_trials, recover_interrupted, stop_reason
 # ------------------------------------------------------------------ one fact in one place
 def test_every_metric_reaches_csv_options_and_settings():
     options = {o for a in build_parser()._actions for o in a.option_strings}
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    fields = set(option_fields())
     for m in METRICS.values():
         assert m.column in CSV_COLUMNS
         if m.budget_field:
             assert m.budget_option in options and m.budget_field in fields and m in BUDGETED
     assert [m.name for m in COSTS] == ["macs", "params", "latency"]
-    assert SearchConfig(budget="4G", params_budget="20M", latency_budget="2ms").slug == "cvt-4g-2ms-20m"
+    assert SearchConfig.create(budget="4G", params_budget="20M", latency_budget="2ms").name == "cvt-4g-2ms-20m"
 
 
 def test_families_are_one_record_each():
@@ -83,7 +82,7 @@ def test_count_trials_and_stop_reason():
     counts = count_trials(trials)
     assert counts == {"trainings": 3, "trained": 1, "pruned": 1, "failed": 2, "untrained": 3, "duplicates": 1,
                       "running": 1, "costed": 4, "feasible": 3, "interrupted": 1}
-    config = SearchConfig(trials=4, max_untrained=10)
+    config = SearchConfig.create(trials=4, max_untrained=10)
     assert stop_reason(config, counts, None) == "wait"  # 3 done + 1 running fill the 4 slots
     assert stop_reason(config, {**counts, "running": 0}, None) is None
     assert stop_reason(config, {**counts, "trainings": 4}, None) == "4 proxy trainings done"
@@ -112,7 +111,7 @@ def test_make_sampler_refuses_an_unknown_name():
 
 
 def test_recover_interrupted_completes_recorded_trials_and_requeues_the_rest(tmp_path):
-    config = SearchConfig(space="cvt13-nas", budget="4G", out=str(tmp_path))
+    config = SearchConfig.create(space="cvt13-nas", budget="4G", out=str(tmp_path))
     study = optuna.create_study(study_name=config.name, storage=open_storage(None, tmp_path),
                                 directions=config.directions)
     recorded = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})

@@ -119,8 +119,9 @@ def test_recipe_keys_mirror_options_and_command_line_wins(tmp_path):
     recipe.write_text("space: cvt13-nas\nbudget: 4GFLOPs\ntrials: 40\nproxy-epochs: 3\nobjectives: [accuracy, params]\n"
                       "latency_budget: 2.5ms\n")
     config = parse_config(["--config", str(recipe), "--trials", "5"])
-    assert (config.space, config.budget, config.trials, config.proxy["epochs"]) == ("cvt13-nas", "4GFLOPs", 5, 3)
-    assert config.objective_names == ("accuracy", "params") and config.latency_budget == "2.5ms"
+    assert (config.space.space, config.space.budget, config.sampling.trials, config.training.proxy["epochs"]) == \
+        ("cvt13-nas", "4GFLOPs", 5, 3)
+    assert config.space.objective_names == ("accuracy", "params") and config.space.latency_budget == "2.5ms"
     assert config.run_dir == Path("runs/cvt-13-nas-4gflops-2.5ms")
     recipe.write_text("budget: 4GFLOPs\ntrails: 3\n")
     with pytest.raises(UserError, match="unknown key 'trails'"):
@@ -132,7 +133,7 @@ def test_every_shipped_recipe_parses():
     assert len(recipes) >= 3
     for recipe in recipes:
         config = parse_config(["--config", str(recipe)])
-        assert config.budgets, recipe
+        assert config.space.budgets, recipe
 
 
 # ---------------------------------------------------------------------------- reliability
@@ -202,7 +203,7 @@ def test_two_workers_share_the_study(tmp_path, tiny_space):
 
 
 def test_workers_never_start_more_trainings_than_asked():
-    config = SearchConfig(budget="4G", trials=4, max_untrained=50)
+    config = SearchConfig.create(budget="4G", trials=4, max_untrained=50)
     counts = dict(trainings=2, running=1, untrained=0)
     assert stop_reason(config, counts, None) is None  # a free slot
     assert stop_reason(config, {**counts, "running": 2}, None) == "wait"  # in-flight trials may take the rest
@@ -365,20 +366,57 @@ def test_resume_refuses_different_settings(tmp_path, tiny_space, capsys):
 
 
 def test_search_config_validation():
-    assert SearchConfig(budget="4GFLOPs").objective_names == ("accuracy", "macs")
-    assert SearchConfig(latency_budget="3ms").objective_names == ("accuracy", "latency")
-    assert SearchConfig(budget="4G", objectives="macs,accuracy").objective_names == ("accuracy", "macs")
-    assert SearchConfig(budget="4G", timeout="1.5h").timeout == 5400
+    assert SearchConfig.create(budget="4GFLOPs").space.objective_names == ("accuracy", "macs")
+    assert SearchConfig.create(latency_budget="3ms").space.objective_names == ("accuracy", "latency")
+    assert SearchConfig.create(budget="4G", objectives="macs,accuracy").space.objective_names == ("accuracy", "macs")
+    assert SearchConfig.create(budget="4G", timeout="1.5h").sampling.timeout == 5400
     with pytest.raises(UserError, match="leave out accuracy"):
-        SearchConfig(objectives=("macs",))
+        SearchConfig.create(objectives=("macs",))
     with pytest.raises(UserError, match="needs --latency-predictor"):
-        SearchConfig(latency_budget="2ms", latency="predicted")
+        SearchConfig.create(latency_budget="2ms", latency="predicted")
     with pytest.raises(UserError, match="unknown proxy setting 'epoch'"):
-        SearchConfig(proxy={"epoch": 1})
-    config = SearchConfig(space="cvt13-nas", budget="4GFLOPs")
+        SearchConfig.create(proxy={"epoch": 1})
+    config = SearchConfig.create(space="cvt13-nas", budget="4GFLOPs")
     assert SearchConfig.from_dict(config.to_dict()) == config
     assert config.differences(config.replace(trials=99, workers=4)) == []
     assert config.differences(config.replace(budget="5G")) == ["budget"]
+    # run.json layouts: 1 (one flat mapping, before the settings groups) still reads; an unknown one is refused.
+    assert SearchConfig.from_dict(config.flat()) == config
+    with pytest.raises(UserError, match="layout 99"):
+        SearchConfig.from_dict({**config.to_dict(), "layout": 99})
+    with pytest.raises(UserError, match="unknown search setting"):
+        SearchConfig.from_dict({**config.flat(), "trails": 3})
+
+
+def test_every_option_is_one_settings_field_with_its_default_in_the_help():
+    from dataclasses import fields
+
+    from nas.proxy import ProxyConfig
+    from nas.search._config import option_fields
+    from nas.search._options import build_parser
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for name, (_, f) in option_fields().items():
+        if name == "proxy":
+            continue
+        assert name in actions, name
+        if f.default not in (None, (), False):
+            assert f"(default {f.default})" in actions[name].help, name
+    exposed = [f.name for f in fields(ProxyConfig) if f.metadata.get("option")]
+    assert {f"proxy_{n}" for n in exposed} <= set(actions) and "proxy_seed" not in actions
+    assert "(default 2;" in actions["proxy_epochs"].help and "(default 0.1)" in actions["proxy_label_smoothing"].help
+
+
+def test_an_older_run_directory_resumes(tmp_path, tiny_space, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = cli(tiny_args(tiny_space, out, 1), capsys)
+    assert code == 0, stderr
+    manifest = json.loads((out / "run.json").read_text())
+    manifest["config"] = SearchConfig.from_dict(manifest["config"]).flat()  # as cvt-nas wrote it before the groups
+    (out / "run.json").write_text(json.dumps(manifest))
+    code, _, stderr = cli(tiny_args(tiny_space, out, 2) + ["--resume"], capsys)
+    assert code == 0, stderr
+    assert sum(r["status"] == "trained" for r in read_csv(out / "trials.csv")) == 2
 
 
 def test_training_free_estimator_ranks_without_training(tmp_path, tiny_space, capsys):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cvt import UserError
@@ -15,6 +15,11 @@ __all__ = ["ProxyConfig", "GPU_DEFAULTS"]
 # training set, larger batches and more epochs, which a GPU affords in about the CPU trial's time.
 GPU_DEFAULTS: dict[str, Any] = {"device": "cuda", "epochs": 10, "train_subset": None, "val_subset": None,
                                 "batch_size": 256, "lr": 2e-3, "warmup_epochs": 1.0}
+
+
+def _option(default: Any, kind: type, help: str) -> Any:
+    """A field ``nas.search`` exposes as ``--proxy-<name>`` (help and default declared here, once)."""
+    return field(default=default, metadata={"option": True, "kind": kind, "help": help})
 
 
 @dataclass(frozen=True)
@@ -30,24 +35,24 @@ class ProxyConfig:
     """
 
     # Budget.
-    epochs: int = 2
-    steps: int | None = None  # optimizer steps instead of epochs (evaluation still per epoch and at the end)
+    epochs: int = _option(2, int, "training epochs per candidate")
+    steps: int | None = _option(None, int, "optimizer steps per candidate instead of epochs")  # eval still per epoch
     # Data.
-    resolution: int = 32  # CvT at 32x32: token grids 8x8, 4x4, 2x2
-    train_subset: int | None = 3000  # class-balanced training images; None = all
-    val_subset: int | None = 1000  # class-balanced validation images; None = all
-    classes: int | tuple[int, ...] | None = None  # first k classes, or these indices; None = all
+    resolution: int = _option(32, int, "input size during proxy training (costs use --resolution)")  # 8x8, 4x4, 2x2
+    train_subset: int | None = _option(3000, int, "train on this many images, class-balanced ('all' for every image)")
+    val_subset: int | None = _option(1000, int, "evaluate on this many images ('all' for every image)")
+    classes: int | tuple[int, ...] | None = _option(None, int, "use only the first N classes")  # or these indices
     # Optimisation (AdamW, linear warm-up then cosine to 1% of lr, per step).
-    batch_size: int = 64  # small batches: more steps in a short budget
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.1
-    mixup: float = 0.0  # mixup alpha; off by default: it slows learning in a 2-epoch budget
-    cutmix: float = 0.0  # cutmix alpha
+    batch_size: int = _option(64, int, "training batch size")  # small batches: more steps in a short budget
+    lr: float = _option(1e-3, float, "peak learning rate (AdamW)")
+    weight_decay: float = _option(0.05, float, "AdamW weight decay")
+    warmup_epochs: float = _option(0.5, float, "linear warm-up before the cosine schedule")
+    label_smoothing: float = _option(0.1, float, "label smoothing")
+    mixup: float = _option(0.0, float, "Mixup alpha (0 disables)")  # off: it slows learning in a 2-epoch budget
+    cutmix: float = _option(0.0, float, "CutMix alpha (0 disables)")
     # Model.
-    width_mult: float = 1.0  # scales every stage's width (kept divisible by its head counts)
-    # Execution.
+    width_mult: float = _option(1.0, float, "multiply every stage width by this during proxy training")
+    # Execution (set by the search from its own settings, not options of their own).
     seed: int = 0  # model init, subsets, batch order, augmentation: same seed, same accuracy (CPU)
     device: str = "auto"  # "auto" = cuda when available, else cpu
     threads: int | None = None  # CPU threads during training; None = the cores this process may use

@@ -11,7 +11,7 @@ are proxy-trained, in parallel worker processes sharing the study's journal. The
 From Python::
 
     from nas.search import SearchConfig, run_search
-    result = run_search(SearchConfig(space="cvt13-nas", budget="4GFLOPs", trials=8))
+    result = run_search(SearchConfig.create(space="cvt13-nas", budget="4GFLOPs", trials=8))
     print(result.best)
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ class Backend(Protocol):
 
     def run(self, config: Any, run_dir: Path, *, resolution: int | None = None, dataset: Any = None,
             progress: Any = None) -> str:
-        """Run until ``config.trials`` proxy trainings, ``config.timeout`` or the untrained-sample guard.
+        """Run until ``--trials`` estimates, ``--timeout`` or the untrained-sample guard (``_trials.stop_reason``).
 
         Args:
             config: the validated search (a ``SearchConfig``, which imports this module: not annotated).

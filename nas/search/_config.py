@@ -1,9 +1,13 @@
-"""``SearchConfig``: everything one search run needs, validated on construction.
+"""``SearchConfig``: everything one search run needs, in one validated settings object per concern.
 
-It is built from the command line (``_options.py``) or directly from Python, stored as ``run.json`` in
-the run directory (so ``--resume`` can check it is continuing the same search) and handed to a backend.
-Checks that need heavy imports or the hardware (does the space exist, is the device present, does any
-member meet the budget) happen later, in :func:`nas.search.run_search`'s preflight.
+In the manner of Ray Tune's ``TuneConfig``/``RunConfig``: :class:`SpaceSettings` (what to search, under which
+budgets), :class:`LatencyMeasurement`, :class:`SamplingSettings` (how many candidates, sampled how),
+:class:`BackendSettings`, :class:`TrainingSettings` (data and the accuracy estimator) and :class:`RunSettings`
+(where results go). Each field declares its command-line option, help and default once (its ``metadata``):
+``python -m nas.search``'s options and a recipe's keys are generated from them, and :meth:`SearchConfig.create`
+takes the same flat names. The config is stored in ``run.json`` (grouped, with a layout version) so ``--resume``
+can check it is continuing the same search. Checks that need heavy imports or the hardware (does the space exist,
+is the device present, does any member meet the budget) happen later, in :func:`nas.search.run_search`'s preflight.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from ..cost import DTYPES
 from ..metrics import COSTS, METRICS
 from ._backend import BACKENDS
 
-__all__ = ["SearchConfig", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "PROXY_OPTIONS",
-           "parse_duration"]
+__all__ = ["SearchConfig", "SpaceSettings", "LatencyMeasurement", "SamplingSettings", "BackendSettings",
+           "TrainingSettings", "RunSettings", "GROUPS", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "LAYOUT_VERSION",
+           "parse_duration", "BUDGETED", "option_fields"]
 
 # Samplers Optuna ships that handle categorical, multi-objective and constrained studies (checked with
 # Optuna 5.0). QMC is left out: on categorical-only spaces it falls back to random sampling; CMA-ES
@@ -38,24 +43,7 @@ SAMPLERS = {
 LATENCY_MODES = ("measured", "predicted")
 # Early stopping of proxy trainings (Ray backend): ASHA on per-epoch proxy accuracy, or none.
 SCHEDULERS = ("none", "asha")
-
-# Proxy-training settings exposed as --proxy-<name>; each maps to the ProxyConfig field of that name.
-PROXY_OPTIONS = {
-    "epochs": (int, "training epochs per candidate"),
-    "steps": (int, "optimizer steps per candidate instead of epochs"),
-    "resolution": (int, "input size during proxy training (costs use --resolution)"),
-    "batch_size": (int, "training batch size"),
-    "lr": (float, "peak learning rate (AdamW)"),
-    "weight_decay": (float, "AdamW weight decay"),
-    "warmup_epochs": (float, "linear warm-up before the cosine schedule"),
-    "mixup": (float, "Mixup alpha (0 disables)"),
-    "cutmix": (float, "CutMix alpha (0 disables)"),
-    "label_smoothing": (float, "label smoothing"),
-    "train_subset": (int, "train on this many images, class-balanced ('all' for every image)"),
-    "val_subset": (int, "evaluate on this many images ('all' for every image)"),
-    "classes": (int, "use only the first N classes"),
-    "width_mult": (float, "multiply every stage width by this during proxy training"),
-}
+LAYOUT_VERSION = 2  # of the config in run.json: 1 was one flat mapping, 2 is one mapping per settings group
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -90,60 +78,53 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def _opt(default: Any, help: str, *, metavar: str | None = None, choices: Any = None, kind: type | None = None,
+         flag: bool = False, option: str | None = None, factory: Any = None) -> Any:
+    """A settings field that declares its command-line option (``--<name>`` unless ``option`` is given)."""
+    meta = {"help": help, "metavar": metavar, "choices": choices, "kind": kind, "flag": flag, "option": option}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta, hash=False)
+    return field(default=default, metadata=meta)
+
+
+class _Group:
+    """Shared by the settings groups: validated on construction, replaced and (de)serialised by field."""
+
+    TITLE = ""
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 @dataclass(frozen=True)
-class SearchConfig:
-    """One search: space, budgets, objectives, proxy training, parallelism and where results go.
+class SpaceSettings(_Group):
+    """What to search and under which hard budgets (a candidate over any budget is never estimated)."""
 
-    Field names mirror the command-line options (``--latency-budget`` -> ``latency_budget``) and the
-    keys of a recipe YAML. Budgets stay as the text the user wrote (``"4GFLOPs"``) so the run directory
-    records exactly what was asked; :attr:`budgets` parses them.
+    TITLE = "what to search, under which budgets"
 
-    Example:
-        >>> cfg = SearchConfig(space="cvt13-nas", budget="4GFLOPs", trials=8, data="synthetic")
-        >>> cfg.objective_names
-        ('accuracy', 'macs')
-    """
-
-    # What to search and under which hard budgets (a candidate over any budget is never trained).
-    space: str = "cvt"
-    budget: str | None = None  # MACs, e.g. "4GFLOPs" (FLOPs here are multiply-accumulates, as in the paper)
-    latency_budget: str | None = None  # e.g. "2.5ms"
-    params_budget: str | None = None  # e.g. "20M"
-    objectives: tuple[str, ...] = ()  # empty: accuracy + latency with a latency budget, else accuracy + macs
+    space: str = _opt("cvt", "search space: cvt, cvt13-nas, cct or a space YAML file")
+    budget: str | None = _opt(None, METRICS["macs"].budget_help, metavar=METRICS["macs"].budget_metavar)
+    latency_budget: str | None = _opt(None, METRICS["latency"].budget_help, metavar=METRICS["latency"].budget_metavar)
+    params_budget: str | None = _opt(None, METRICS["params"].budget_help, metavar=METRICS["params"].budget_metavar)
+    objectives: tuple[str, ...] = _opt((), f"comma-separated, from {', '.join(METRICS)}; accuracy is maximised, "
+                                           f"costs minimised (default accuracy,latency with a latency budget, else "
+                                           f"accuracy,macs)", metavar="LIST")
     # How costs are taken: at the deployment resolution and class count, not the proxy's.
-    resolution: int | None = None  # None: the space's own input size (224 for CvT spaces)
-    num_classes: int = 1000
-    latency: str = "measured"  # or "predicted" (needs latency_predictor)
-    latency_predictor: str | None = None
-    device: str = "cpu"  # where latency is measured
-    batch_size: int = 1
-    dtype: str = "fp32"
-    latency_threads: int | None = None  # CPU threads of a latency measurement (None: all cores)
-    # How many candidates, for how long, sampled how.
-    trials: int = 10  # proxy trainings to run (over-budget samples do not count)
-    timeout: float | None = None  # seconds; no new trial starts after it
-    max_untrained: int | None = None  # guard: stop after this many over-budget/duplicate samples
-    sampler: str = "tpe"
-    seed: int = 0
-    workers: int = 1
-    backend: str = "optuna"
-    # Ray backend only (--backend ray).
-    ray_address: str | None = None  # None: start a local, loopback-only Ray; "auto" or HOST:PORT: join a cluster
-    cpus_per_trial: float | None = None  # None: the cluster's CPUs / workers (fractions allowed)
-    gpus_per_trial: float = 0.0  # fractions let trials share a GPU
-    scheduler: str = "none"  # "asha": stop weak trials early on per-epoch proxy accuracy
-    # Proxy training.
-    data: str = "auto"
-    data_dir: str | None = None
-    proxy: Mapping[str, Any] = field(default_factory=dict, hash=False)  # ProxyConfig field overrides
-    estimator: str = "proxy"  # how a candidate's accuracy is estimated (nas.estimators.ESTIMATORS)
-    train_device: str = "auto"  # cpu, cuda, cuda:N or auto (every visible GPU, else CPU)
-    threads: int | None = None  # CPU threads for all workers together (None: all cores)
-    # Where results go.
-    out: str | None = None
-    study_name: str | None = None
-    storage: str | None = None  # None: a journal file in the run directory
-    resume: bool = False
+    resolution: int | None = _opt(None, "input size at which MACs and latency are computed (default: the space's, "
+                                        "224 for CvT)", metavar="PX", kind=int)
+    num_classes: int = _opt(1000, "classifier width used for costs: the deployment task's; proxy training uses the "
+                                  "dataset's classes", metavar="N", kind=int)
 
     def __post_init__(self) -> None:
         objectives = self.objectives
@@ -154,87 +135,22 @@ class SearchConfig:
         if unknown:
             raise UserError(f"unknown objective {unknown[0]!r}; use any of {', '.join(METRICS)} "
                             f"(comma-separated, accuracy included)")
-        if self.scheduler == "asha" and objectives and "accuracy" not in objectives:
-            raise UserError(f"--scheduler asha stops trials on per-epoch proxy accuracy, but objectives "
-                            f"{','.join(objectives)} are costs fixed per architecture (no per-epoch metric): "
-                            f"add accuracy to the objectives or use --scheduler none")
         if objectives and "accuracy" not in objectives:
-            raise UserError(f"objectives {','.join(objectives)} leave out accuracy: the search trains "
+            raise UserError(f"objectives {','.join(objectives)} leave out accuracy: the search estimates "
                             f"candidates to rank them by accuracy, so include it (e.g. accuracy,macs)")
         if len(set(objectives)) != len(objectives):
             raise UserError(f"objectives {','.join(objectives)} name one objective twice")
         object.__setattr__(self, "objectives", objectives)
-        object.__setattr__(self, "proxy", dict(self.proxy or {}))
-        object.__setattr__(self, "timeout", parse_duration(self.timeout))
-        self._validate()
-
-    def _validate(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise UserError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if self.backend not in BACKENDS:
-            raise UserError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
-        if self.latency not in LATENCY_MODES:
-            raise UserError(f"--latency {self.latency!r}: use measured or predicted")
-        if self.dtype not in DTYPES:
-            raise UserError(f"--dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
-        if self.latency == "predicted" and self.uses_latency and not self.latency_predictor:
-            raise UserError("--latency predicted needs --latency-predictor FILE (a predictor built for the "
-                            "device, e.g. experiments/latency/cpu.json)")
         if not isinstance(self.space, str) or not self.space:
             raise UserError("--space is empty: give a space name (cvt, cvt13-nas, cct) or a YAML file")
-        _positive_int("--trials", self.trials)
-        _positive_int("--workers", self.workers)
-        _positive_int("--batch-size", self.batch_size)
         _positive_int("--num-classes", self.num_classes)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UserError(f"--seed {self.seed!r}: expected an integer >= 0")
-        for name, value in (("--resolution", self.resolution), ("--threads", self.threads),
-                            ("--latency-threads", self.latency_threads),
-                            ("--max-untrained", self.max_untrained)):
-            if value is not None:
-                _positive_int(name, value)
-        unknown = sorted(set(self.proxy) - set(PROXY_OPTIONS))
-        if unknown:
-            raise UserError(f"unknown proxy setting {unknown[0]!r}; known: {', '.join(PROXY_OPTIONS)}")
-        self._validate_ray()
+        if self.resolution is not None:
+            _positive_int("--resolution", self.resolution)
         self.budgets  # noqa: B018  (parses every budget: a typo fails here, before anything runs)
 
-    def _validate_ray(self) -> None:
-        if self.scheduler not in SCHEDULERS:
-            raise UserError(f"--scheduler {self.scheduler!r}: use one of {', '.join(SCHEDULERS)}")
-        if self.backend != "ray":
-            given = [option for option, value, default in (
-                ("--ray-address", self.ray_address, None), ("--cpus-per-trial", self.cpus_per_trial, None),
-                ("--gpus-per-trial", self.gpus_per_trial, 0.0), ("--scheduler", self.scheduler, "none"))
-                if value != default]
-            if given:
-                raise UserError(f"{', '.join(given)} only apply with --backend ray")
-            return
-        if self.train_device != "auto":
-            raise UserError("--train-device: with --backend ray trials train on CPU, or on GPUs with "
-                            "--gpus-per-trial N (Ray assigns the devices)")
-        for option, value, minimum in (("--cpus-per-trial", self.cpus_per_trial, 0.0),
-                                       ("--gpus-per-trial", self.gpus_per_trial, 0.0)):
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < minimum or (option == "--cpus-per-trial" and value == 0):
-                raise UserError(f"{option} {value!r}: expected a number >= 0 (fractions share a device)"
-                                if option == "--gpus-per-trial" else f"{option} {value!r}: expected a number > 0")
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
-            raise UserError(f"--gpus-per-trial {self.gpus_per_trial:g}: above 1 it must be a whole number of GPUs")
-        if self.scheduler == "asha":
-            if self.proxy.get("steps") is not None:
-                raise UserError("--scheduler asha decides at epoch boundaries; --proxy-steps makes the number of "
-                                "evaluations depend on the data: use --proxy-epochs instead")
-            if self.proxy.get("epochs") == 1:
-                raise UserError("--scheduler asha needs at least 2 proxy epochs to stop anything early "
-                                "(--proxy-epochs 2 or more), or use --scheduler none")
-
-    # ------------------------------------------------------------------ derived values
     @property
     def budgets(self) -> dict[str, Any]:
-        """Parsed budgets by kind (``"macs"``, ``"latency"``, ``"params"``) -> :class:`nas.budget.Budget`."""
+        """Parsed budgets by metric (``"macs"``, ``"latency"``, ``"params"``) -> :class:`nas.budget.Budget`."""
         from nas.budget import parse_budget
 
         out = {}
@@ -256,10 +172,6 @@ class SearchConfig:
         return ("accuracy", "latency" if self.latency_budget is not None else "macs")
 
     @property
-    def directions(self) -> list[str]:
-        return [METRICS[o].direction for o in self.objective_names]
-
-    @property
     def uses_latency(self) -> bool:
         """Latency is needed: as a budget or as an objective."""
         return self.latency_budget is not None or "latency" in self.objectives
@@ -270,46 +182,276 @@ class SearchConfig:
         parts = [_slug(str(t)) for t in (getattr(self, m.budget_field) for m in BUDGETED) if t]
         return "-".join([_slug(self.space)] + (parts or ["unconstrained"]))
 
-    @property
-    def name(self) -> str:
-        """The study name."""
-        return self.study_name or self.slug
 
-    @property
-    def run_dir(self) -> Path:
-        """The run directory: ``--out`` or ``runs/<study name>``."""
-        return Path(self.out) if self.out else Path("runs") / self.name
+@dataclass(frozen=True)
+class LatencyMeasurement(_Group):
+    """How latency is taken, when a budget or an objective needs it."""
+
+    TITLE = "latency"
+
+    latency: str = _opt("measured", "measured on the device, or predicted by --latency-predictor",
+                        choices=LATENCY_MODES)
+    latency_predictor: str | None = _opt(None, "predictor JSON built for the device (nas.cost)", metavar="FILE")
+    device: str = _opt("cpu", "device latency is measured on: cpu, cuda or cuda:N; measurement never overlaps "
+                              "proxy training on the same device")
+    batch_size: int = _opt(1, "batch size of the latency measurement", metavar="N", kind=int)
+    dtype: str = _opt("fp32", "dtype of the latency measurement", choices=tuple(DTYPES))
+    latency_threads: int | None = _opt(None, "CPU threads of a latency measurement on the CPU (default: all cores)",
+                                       metavar="N", kind=int)
+
+    def __post_init__(self) -> None:
+        if self.latency not in LATENCY_MODES:
+            raise UserError(f"--latency {self.latency!r}: use measured or predicted")
+        if self.dtype not in DTYPES:
+            raise UserError(f"--dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        _positive_int("--batch-size", self.batch_size)
+        if self.latency_threads is not None:
+            _positive_int("--latency-threads", self.latency_threads)
+
+
+@dataclass(frozen=True)
+class SamplingSettings(_Group):
+    """How many candidates, for how long, sampled how."""
+
+    TITLE = "search"
+
+    trials: int = _opt(10, "candidates to estimate (proxy trainings); over-budget samples do not count",
+                       metavar="N", kind=int)
+    timeout: float | None = _opt(None, "stop starting new trials after this long, e.g. 900, 15m, 2h (running ones "
+                                       "finish)", metavar="TIME")
+    max_untrained: int | None = _opt(None, "stop after N over-budget or duplicate samples (default "
+                                           "max(200, 10 x trials))", metavar="N", kind=int)
+    sampler: str = _opt("tpe", "all of these handle several objectives and the budget constraints (Optuna 5): "
+                               + "; ".join(f"{k}: {v}" for k, v in SAMPLERS.items())
+                               + ". Not offered: qmc (random on categorical spaces), cmaes (no categorical, one "
+                                 "objective)", metavar="NAME", choices=tuple(SAMPLERS))
+    seed: int = _opt(0, "seed of the sampler and of proxy training", kind=int)
+    workers: int = _opt(1, "parallel estimates (processes sharing the study); each gets its share of CPU threads "
+                           "or its own GPU", metavar="N", kind=int)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timeout", parse_duration(self.timeout))
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        _positive_int("--trials", self.trials)
+        _positive_int("--workers", self.workers)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"--seed {self.seed!r}: expected an integer >= 0")
+        if self.max_untrained is not None:
+            _positive_int("--max-untrained", self.max_untrained)
 
     @property
     def untrained_limit(self) -> int:
         """How many over-budget or duplicate samples the search tolerates before it stops."""
         return self.max_untrained or max(200, 10 * self.trials)
 
+
+@dataclass(frozen=True)
+class BackendSettings(_Group):
+    """What runs the trials (``--backend ray``: the Ray options; see docs/USAGE.md)."""
+
+    TITLE = "backend (Ray options apply with --backend ray; see docs/USAGE.md)"
+
+    backend: str = _opt("optuna", "optuna: local processes; ray: Ray Tune trials on a local or joined Ray cluster, "
+                                  "watched in the Ray dashboard", choices=tuple(BACKENDS))
+    ray_address: str | None = _opt(None, "join a running cluster: auto (the one 'ray start' left on this machine) or "
+                                         "HOST:PORT of the head node; default: start a local Ray bound to 127.0.0.1 "
+                                         "and print its dashboard URL", metavar="ADDR")
+    cpus_per_trial: float | None = _opt(None, "CPUs each trial reserves, fractions allowed (default: the cluster's "
+                                              "CPUs / --workers)", metavar="N", kind=float)
+    gpus_per_trial: float = _opt(0.0, "GPUs each trial reserves and trains on; fractions share a GPU (0: train on "
+                                      "CPU)", metavar="N", kind=float)
+    scheduler: str = _opt("none", "asha: stop weak trials early on per-epoch proxy accuracy (they are recorded as "
+                                  "pruned, with their epochs, and never enter the Pareto front)", choices=SCHEDULERS)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise UserError(f"--scheduler {self.scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+        if self.backend != "ray":
+            defaults = BackendSettings.__dataclass_fields__
+            given = [_option(defaults[name]) for name in ("ray_address", "cpus_per_trial", "gpus_per_trial",
+                                                          "scheduler")
+                     if getattr(self, name) != defaults[name].default]
+            if given:
+                raise UserError(f"{', '.join(given)} only apply with --backend ray")
+            return
+        for option, value in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (option == "--cpus-per-trial" and value == 0):
+                raise UserError(f"{option} {value!r}: expected a number >= 0 (fractions share a device)"
+                                if option == "--gpus-per-trial" else f"{option} {value!r}: expected a number > 0")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise UserError(f"--gpus-per-trial {self.gpus_per_trial:g}: above 1 it must be a whole number of GPUs")
+
+
+@dataclass(frozen=True)
+class TrainingSettings(_Group):
+    """The data and how a candidate's accuracy is estimated (``proxy``: ``ProxyConfig`` field overrides)."""
+
+    TITLE = "data and accuracy estimation"
+
+    data: str = _opt("auto", "auto (CIFAR-10 if found, else sklearn digits with a warning), cifar10, digits, "
+                             "synthetic, imagefolder:PATH, fashion-mnist:PATH")
+    data_dir: str | None = _opt(None, "data root for auto/cifar10 (default $CVT_NAS_DATA)", metavar="DIR")
+    proxy: Mapping[str, Any] = _opt(None, "", factory=dict)  # --proxy-<field> options, from ProxyConfig's fields
+    estimator: str = _opt("proxy", "how candidates are ranked: proxy (a short training with the --proxy-* settings) "
+                                   "or a training-free score: naswot, synflow, grad_norm, dss (docs/performance.md "
+                                   "says how well each ranks)", metavar="NAME")
+    train_device: str = _opt("auto", "cpu, cuda, cuda:N or auto: every visible GPU, else CPU")
+    threads: int | None = _opt(None, "CPU threads shared by all workers (default: all cores)", metavar="N", kind=int)
+
+    def __post_init__(self) -> None:
+        from nas.proxy import ProxyConfig
+
+        object.__setattr__(self, "proxy", dict(self.proxy or {}))
+        known = {f.name for f in dataclasses.fields(ProxyConfig) if f.metadata.get("option")}
+        unknown = sorted(set(self.proxy) - known)
+        if unknown:
+            raise UserError(f"unknown proxy setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        if self.threads is not None:
+            _positive_int("--threads", self.threads)
+
+
+@dataclass(frozen=True)
+class RunSettings(_Group):
+    """Where results go, and whether an earlier run is continued."""
+
+    TITLE = "run directory"
+
+    out: str | None = _opt(None, "run directory (default runs/<study name>)", metavar="DIR")
+    study_name: str | None = _opt(None, "study name (default <space>-<budget>, e.g. cvt-13-nas-4gflops)")
+    storage: str | None = _opt(None, "Optuna storage: a journal file path or an sqlite:/// URL (default "
+                                     "RUN_DIR/study.journal, safe with several worker processes)", metavar="URL")
+    resume: bool = _opt(False, "continue the study in the run directory (same settings; --trials, --timeout and "
+                               "--workers may change)", flag=True)
+
+
+# Group name in SearchConfig -> its class, in the order options are listed.
+GROUPS: dict[str, type] = {"space": SpaceSettings, "latency": LatencyMeasurement, "sampling": SamplingSettings,
+                           "backend": BackendSettings, "training": TrainingSettings, "run": RunSettings}
+
+
+def option_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Flat setting name (the option without ``--``, with underscores) -> (group, field)."""
+    return {f.name: (group, f) for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+
+
+def _option(f: dataclasses.Field) -> str:
+    return f.metadata.get("option") or "--" + f.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search: one validated settings object per concern.
+
+    Build it from flat setting names (the options without ``--``, as a recipe's keys) with :meth:`create`, or from
+    the groups themselves.
+
+    Example:
+        >>> cfg = SearchConfig.create(space="cvt13-nas", budget="4GFLOPs", trials=8, data="synthetic")
+        >>> cfg.space.objective_names, cfg.sampling.trials
+        (('accuracy', 'macs'), 8)
+    """
+
+    space: SpaceSettings = field(default_factory=SpaceSettings)
+    latency: LatencyMeasurement = field(default_factory=LatencyMeasurement)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        # Checks across groups.
+        if self.latency.latency == "predicted" and self.space.uses_latency and not self.latency.latency_predictor:
+            raise UserError("--latency predicted needs --latency-predictor FILE (a predictor built for the "
+                            "device, e.g. experiments/latency/cpu.json)")
+        if self.backend.backend == "ray" and self.training.train_device != "auto":
+            raise UserError("--train-device: with --backend ray trials train on CPU, or on GPUs with "
+                            "--gpus-per-trial N (Ray assigns the devices)")
+        if self.backend.scheduler == "asha":
+            if self.training.proxy.get("steps") is not None:
+                raise UserError("--scheduler asha decides at epoch boundaries; --proxy-steps makes the number of "
+                                "evaluations depend on the data: use --proxy-epochs instead")
+            if self.training.proxy.get("epochs") == 1:
+                raise UserError("--scheduler asha needs at least 2 proxy epochs to stop anything early "
+                                "(--proxy-epochs 2 or more), or use --scheduler none")
+
+    @classmethod
+    def create(cls, **settings: Any) -> "SearchConfig":
+        """From flat setting names (``space=``, ``budget=``, ``trials=``, ``proxy={...}``, ...)."""
+        fields = option_fields()
+        unknown = sorted(set(settings) - set(fields))
+        if unknown:
+            raise UserError(f"unknown search setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+        grouped: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+        for name, value in settings.items():
+            grouped[fields[name][0]][name] = value
+        return cls(**{g: GROUPS[g](**values) for g, values in grouped.items()})
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def name(self) -> str:
+        """The study name."""
+        return self.run.study_name or self.space.slug
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory: ``--out`` or ``runs/<study name>``."""
+        return Path(self.run.out) if self.run.out else Path("runs") / self.name
+
+    @property
+    def directions(self) -> list[str]:
+        return [METRICS[o].direction for o in self.space.objective_names]
+
     # ------------------------------------------------------------------ conversion
     def replace(self, **changes: Any) -> "SearchConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with flat settings changed (``trials=20``), each in its group."""
+        fields = option_fields()
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise UserError(f"unknown search setting(s) {', '.join(unknown)}")
+        groups = {g: getattr(self, g) for g in GROUPS}
+        for name, value in changes.items():
+            group = fields[name][0]
+            groups[group] = groups[group].replace(**{name: value})
+        return SearchConfig(**groups)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name."""
+        return {name: value for g in GROUPS for name, value in getattr(self, g).to_dict().items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready mapping of every field."""
-        data = dataclasses.asdict(self)
-        data["objectives"] = list(self.objectives)
-        data["proxy"] = dict(self.proxy)
-        return data
+        """JSON-ready mapping: one mapping per group, and the layout version."""
+        return {"layout": LAYOUT_VERSION, **{g: getattr(self, g).to_dict() for g in GROUPS}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchConfig":
-        return settings_from_dict(cls, data, "search")
+        """Inverse of :meth:`to_dict`; a layout-1 mapping (one flat mapping, from cvt-nas before the groups) is
+        read by its flat names. Unknown keys are an error naming the known ones."""
+        if "layout" not in data:
+            return cls.create(**data)
+        if data["layout"] != LAYOUT_VERSION:
+            raise UserError(f"search settings of layout {data['layout']!r}; this cvt-nas reads layouts 1 and "
+                            f"{LAYOUT_VERSION}: upgrade cvt-nas to resume this run")
+        unknown = sorted(set(data) - set(GROUPS) - {"layout"})
+        if unknown:
+            raise UserError(f"unknown search settings group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}")
+        return cls(**{g: settings_from_dict(GROUPS[g], data.get(g, {}), f"search {g}") for g in GROUPS})
 
     # Settings that may change between a run and its --resume (more trials, more workers, more time).
     RESUMABLE = ("trials", "timeout", "max_untrained", "workers", "threads", "train_device", "resume", "out",
                  "storage", "ray_address", "cpus_per_trial", "gpus_per_trial")
 
     def differences(self, other: "SearchConfig") -> list[str]:
-        """Names of the fields that make ``other`` a different search (for --resume checks)."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        """Flat names of the settings that make ``other`` a different search (for --resume checks)."""
+        mine, theirs = self.flat(), other.flat()
         return [k for k in mine if k not in self.RESUMABLE and mine[k] != theirs[k]]
 
 
-# The metrics with a budget, in the order of their SearchConfig fields (the order of names and listings).
-_FIELD_ORDER = [f.name for f in dataclasses.fields(SearchConfig)]
+# The metrics with a budget, in the order of their SpaceSettings fields (the order of names and listings).
+_FIELD_ORDER = [f.name for f in dataclasses.fields(SpaceSettings)]
 BUDGETED = tuple(sorted((m for m in COSTS if m.budget_field), key=lambda m: _FIELD_ORDER.index(m.budget_field)))

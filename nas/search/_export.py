@@ -31,12 +31,12 @@ def load_run(run_dir: str | Path):
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     config = run.stored_config()
-    journal = journal_path(config.storage, run.path)
+    journal = journal_path(config.run.storage, run.path)
     if journal is not None and not journal.is_file():
         raise UserError(f"{run.path} has no study storage ({journal.name} is missing); nothing to export")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run.path))
+        study = optuna.load_study(study_name=config.name, storage=open_storage(config.run.storage, run.path))
     except Exception as err:  # noqa: BLE001 - an unreadable store is the user's corrupt run, reported in one line
         raise UserError(f"cannot read the study of {run.path} ({type(err).__name__}: {err})") from None
     return manifest, config, study
@@ -93,13 +93,14 @@ def _provenance(trial: Any, manifest: dict[str, Any], config: Any) -> dict[str, 
     if attrs.get("latency_ms") is not None:
         latency = {"ms": attrs["latency_ms"], "iqr_ms": attrs.get("latency_iqr_ms"),
                    "device": attrs.get("latency_device"), "source": attrs.get("latency_source"),
-                   "batch_size": config.batch_size, "dtype": config.dtype}
+                   "batch_size": config.latency.batch_size, "dtype": config.latency.dtype}
     dataset = manifest.get("dataset") or {}
     return {
         "cvt_nas_version": nas.__version__, "study": config.name, "trial": trial.number,
-        "arch_id": attrs.get("arch_id"), "space": config.space, "sampler": config.sampler, "seed": config.seed,
-        "budgets": {k: str(b) for k, b in config.budgets.items()},
-        "resolution": attrs.get("resolution"), "num_classes": config.num_classes,
+        "arch_id": attrs.get("arch_id"), "space": config.space.space, "sampler": config.sampling.sampler,
+        "seed": config.sampling.seed,
+        "budgets": {k: str(b) for k, b in config.space.budgets.items()},
+        "resolution": attrs.get("resolution"), "num_classes": config.space.num_classes,
         "macs": attrs.get("macs"), "params": attrs.get("params"), "latency": latency,
         "proxy_accuracy": attrs.get("accuracy"), "proxy_best_accuracy": attrs.get("best_accuracy"),
         "proxy_epochs": attrs.get("epochs"), "proxy": manifest.get("proxy"),
@@ -136,7 +137,7 @@ def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, 
     paths = []
     for trial in trials:
         model_config = _model_config(trial.user_attrs, trial.user_attrs.get("resolution"))
-        path = out / f"{config.slug}-t{trial.number:03d}.{fmt}"
+        path = out / f"{config.space.slug}-t{trial.number:03d}.{fmt}"
         provenance = _provenance(trial, manifest, config)
         if fmt == "yaml":
             model_config.to_yaml(path, header=_header(provenance, type(model_config).__name__, path.name))
@@ -151,6 +152,6 @@ def export_run(run_dir: str | Path, *, study: Any = None, fmt: str = "yaml") -> 
     accurate trial within budget)."""
     manifest, config, loaded = load_run(run_dir)
     study = study or loaded
-    front = select_trials(study, config.objective_names, pareto=True)  # most accurate first
+    front = select_trials(study, config.space.objective_names, pareto=True)  # most accurate first
     paths = export_trials(front, manifest, config, Path(run_dir) / "exports" / "pareto", fmt)
     return paths + export_trials(front[:1], manifest, config, Path(run_dir) / "exports" / "best", fmt)

@@ -46,21 +46,23 @@ class Evaluator:
         worker: this worker's index (picks its GPU; its CPU-thread share is ``threads / workers``).
         dataset: an already loaded :class:`nas.data.Dataset` (loaded lazily otherwise).
         resolution: deployment resolution for costs (the space's own when None).
+        threads, train_device: where this worker estimates, when its backend assigns them (a Ray trial's
+            CPUs and GPU); by default its share of ``--threads`` and of the ``--train-device`` GPUs.
     """
 
     def __init__(self, config: SearchConfig, run_dir: Path, *, worker: int = 0, dataset: Any = None,
-                 resolution: int | None = None):
+                 resolution: int | None = None, threads: int | None = None, train_device: str | None = None):
         from search_spaces import get_space
 
         self.config = config
         self.run_dir = Path(run_dir)
         self.worker = worker
-        self.space = get_space(config.space)
-        self.budgets = config.budgets
-        self.resolution = resolution or config.resolution
-        self.train_device = resolve_train_device(config.train_device, worker)
-        total = config.threads or os.cpu_count() or 1
-        self.threads = max(1, total // config.workers)
+        self.space = get_space(config.space.space)
+        self.budgets = config.space.budgets
+        self.resolution = resolution or config.space.resolution
+        self.train_device = train_device or resolve_train_device(config.training.train_device, worker)
+        total = config.training.threads or os.cpu_count() or 1
+        self.threads = threads or max(1, total // config.sampling.workers)
         self._dataset = dataset
         self._estimator = None
         self._predictor = None
@@ -72,7 +74,8 @@ class Evaluator:
         if self._dataset is None:
             from nas.data import load_dataset
 
-            self._dataset = load_dataset(self.config.data, self.config.data_dir, seed=self.config.seed)
+            training = self.config.training
+            self._dataset = load_dataset(training.data, training.data_dir, seed=self.config.sampling.seed)
         return self._dataset
 
     def proxy_config(self):
@@ -80,16 +83,17 @@ class Evaluator:
         from nas.proxy import ProxyConfig
 
         # GPU workers start from the trainer's GPU defaults; the search's own settings override them.
-        return ProxyConfig.for_device(self.train_device, **{**self.config.proxy, "seed": self.config.seed,
+        return ProxyConfig.for_device(self.train_device, **{**self.config.training.proxy,
+                                                             "seed": self.config.sampling.seed,
                                                              "threads": self.threads})
 
     @property
     def estimator(self):
-        """This worker's :class:`nas.estimators.AccuracyEstimator` (``config.estimator`` with its proxy settings)."""
+        """This worker's :class:`nas.estimators.AccuracyEstimator` (``--estimator`` with its proxy settings)."""
         if self._estimator is None:
             from nas.estimators import make_estimator
 
-            self._estimator = make_estimator(self.config.estimator, self.proxy_config())
+            self._estimator = make_estimator(self.config.training.estimator, self.proxy_config())
         return self._estimator
 
     def device_lock(self, device: str) -> DeviceLock:
@@ -110,11 +114,11 @@ class Evaluator:
         resolution = self.resolution or model_config.img_size
         cost = Cost(arch_id=model_config.arch_id(), resolution=resolution)
         for m in ANALYTIC_COSTS:
-            cost.values[m.name] = m.compute(model_config, resolution, self.config.num_classes)
+            cost.values[m.name] = m.compute(model_config, resolution, self.config.space.num_classes)
             if m.name in self.budgets:
                 cost.violations[m.name] = _violation(cost.values[m.name], self.budgets[m.name].value)
-        if self.config.uses_latency:
-            if cost.feasible or self.config.latency == "predicted":
+        if self.config.space.uses_latency:
+            if cost.feasible or self.config.latency.latency == "predicted":
                 cost.values["latency"], cost.latency_iqr_ms, cost.latency_device, cost.latency_source = \
                     self.latency(model_config, resolution)
             if "latency" in self.budgets:
@@ -129,7 +133,7 @@ class Evaluator:
 
         A measurement takes the device exclusively: no proxy training of any worker runs on it meanwhile.
         """
-        c = self.config
+        c = self.config.latency
         if c.latency == "predicted":
             if self._predictor is None:
                 from nas.cost import LatencyPredictor
@@ -144,7 +148,7 @@ class Evaluator:
         with lock:
             result = measure_latency(model_config, device=c.device, batch_size=c.batch_size, resolution=resolution,
                                      dtype=c.dtype, threads=c.latency_threads or os.cpu_count(),
-                                     num_classes=c.num_classes)
+                                     num_classes=self.config.space.num_classes)
         return float(result.median_ms), float(result.iqr_ms), result.device_name, "measured"
 
     def constraints(self, cost: Cost) -> dict[str, float]:
@@ -152,12 +156,12 @@ class Evaluator:
         return {f"{kind}_budget": v for kind, v in cost.violations.items()}
 
     def values(self, cost: Cost, accuracy: float | None) -> list[float]:
-        """Objective values in ``config.objective_names`` order.
+        """Objective values in ``config.space.objective_names`` order.
 
         An untrained candidate gets accuracy 0 and an unmeasured latency ``inf``: both only matter to
         samplers for infeasible trials, which they rank by constraint violation, never by these values.
         """
-        return objective_values(self.config.objective_names, {**cost.values, "accuracy": accuracy})
+        return objective_values(self.config.space.objective_names, {**cost.values, "accuracy": accuracy})
 
     # ------------------------------------------------------------------ training
     def estimate(self, model_config, report: Callable[[int, float], Any] | None = None):

@@ -45,7 +45,8 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
         on_update: called after every trial and proxy epoch (progress display).
     """
     existing = len(load_study(config, run_dir).get_trials(deepcopy=False))
-    sampler = make_sampler(config.sampler, derive_seed(config.seed, worker, existing), config.trials)
+    sampling = config.sampling
+    sampler = make_sampler(sampling.sampler, derive_seed(sampling.seed, worker, existing), sampling.trials)
     study = load_study(config, run_dir, sampler)
     evaluator = Evaluator(config, run_dir, worker=worker, dataset=dataset, resolution=resolution)
     objective = OptunaObjective(evaluator, lambda arch_id: find_trained(study, arch_id), on_epoch=on_update)
@@ -110,15 +111,15 @@ class OptunaBackend:
 
     def run(self, config: SearchConfig, run_dir: Path, *, resolution: int | None = None, dataset: Any = None,
             progress: Any = None) -> str:
-        deadline = time.time() + config.timeout if config.timeout else None
+        deadline = time.time() + config.sampling.timeout if config.sampling.timeout else None
         update = progress.refresh if progress is not None else None
-        if config.workers == 1:
+        if config.sampling.workers == 1:
             return run_worker(config, run_dir, deadline=deadline, resolution=resolution, dataset=dataset,
                               on_update=update)
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
         procs = [ctx.Process(target=_worker_process, name=f"nas-worker-{i}",
                              args=(config.to_dict(), str(run_dir), i, deadline, resolution, os.getpid()))
-                 for i in range(config.workers)]
+                 for i in range(config.sampling.workers)]
         for p in procs:
             p.start()
         try:

@@ -34,7 +34,7 @@ def summarize(trials: list[Any], config: SearchConfig) -> dict[str, Any]:
     """Counts, feasible fraction, best accuracy and Pareto size of a list of Optuna trials."""
     counts = count_trials(trials)
     rows = [trial_row(t) for t in trials if t.user_attrs.get("status") == "trained" and t.state.name == "COMPLETE"]
-    front = pareto_rows(rows, config.objective_names)
+    front = pareto_rows(rows, config.space.objective_names)
     best = max((r["accuracy"] for r in rows if r["feasible"] is not False), default=None)
     fraction = counts["feasible"] / counts["costed"] if counts["costed"] else None
     return {**counts, "best_accuracy": best, "pareto": len(front), "feasible_fraction": fraction}
@@ -61,7 +61,8 @@ class Progress:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=config.trials, initial=min(already, config.trials), unit="training",
+            trials = config.sampling.trials
+            self._bar = tqdm(total=trials, initial=min(already, trials), unit="training",
                              dynamic_ncols=True, file=sys.stderr)
 
     def remaining(self, done: int) -> float | None:
@@ -70,16 +71,17 @@ class Progress:
         fresh = done - self._already
         left = None
         if fresh > 0:
-            left = elapsed / fresh * max(0, self.config.trials - done)
-        if self.config.timeout is not None:
-            cap = max(0.0, self.config.timeout - elapsed)
+            left = elapsed / fresh * max(0, self.config.sampling.trials - done)
+        if self.config.sampling.timeout is not None:
+            cap = max(0.0, self.config.sampling.timeout - elapsed)
             left = cap if left is None else min(left, cap)
         return left
 
     def status_line(self, s: dict[str, Any]) -> str:
         best = "-" if s["best_accuracy"] is None else f"{s['best_accuracy']:.2f}%"
         frac = "-" if s["feasible_fraction"] is None else f"{100 * s['feasible_fraction']:.0f}%"
-        return (f"trained {s['trained']}/{self.config.trials} | feasible {s['feasible']}/{s['costed']} ({frac}) | "
+        return (f"trained {s['trained']}/{self.config.sampling.trials} | feasible {s['feasible']}/{s['costed']} "
+                f"({frac}) | "
                 f"failed {s['failed']} | best {best} | pareto {s['pareto']} | "
                 f"elapsed {_fmt_time(time.monotonic() - self._start)} | "
                 f"left ~{_fmt_time(self.remaining(s['trainings']))}")
@@ -98,7 +100,7 @@ class Progress:
             if attrs.get("status") == "failed":
                 self._write(f"trial {t.number} failed: {attrs.get('failure')}")
         if self._bar is not None:
-            self._bar.n = min(s["trainings"], self.config.trials)
+            self._bar.n = min(s["trainings"], self.config.sampling.trials)
             self._bar.set_postfix_str(self.status_line(s).split(" | ", 1)[1], refresh=True)
         elif s["trainings"] != self._logged:
             self._logged = s["trainings"]

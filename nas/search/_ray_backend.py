@@ -102,12 +102,12 @@ class BudgetedSearcher(Searcher):
 
     def __init__(self, session: _Session, sampler: optuna.samplers.BaseSampler):
         config = session.config
-        super().__init__(metric=list(config.objective_names),
+        super().__init__(metric=list(config.space.objective_names),
                          mode=["max" if d == "maximize" else "min" for d in config.directions])
         self._key = session.key
         self._session = session
-        self._study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, session.run_dir),
-                                        sampler=sampler)
+        self._study = optuna.load_study(study_name=config.name, sampler=sampler,
+                                        storage=open_storage(config.run.storage, session.run_dir))
         self._live: dict[str, tuple[optuna.Trial, Cost]] = {}  # Tune trial id -> its Optuna trial, cost
         self._history: dict[str, list[float]] = {}  # Tune trial id -> per-epoch accuracies so far
 
@@ -138,7 +138,7 @@ class BudgetedSearcher(Searcher):
     # ------------------------------------------------------------------ Tune's calls
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         s = self._session
-        if len(self._live) >= s.config.workers:
+        if len(self._live) >= s.config.sampling.workers:
             return None
         while True:
             reason = stop_reason(s.config, count_trials(self._study.get_trials(deepcopy=False)), s.deadline)
@@ -190,7 +190,7 @@ class BudgetedSearcher(Searcher):
                 self._study.tell(trial, values)
         elif result.get("failure"):
             self._fail(trial, result["failure"])
-        elif s.config.scheduler == "asha" and "accuracy" in result:
+        elif s.config.backend.scheduler == "asha" and "accuracy" in result:
             self._prune(trial, result, history + [float(result["accuracy"])])
         else:  # stopped before its first epoch ended (e.g. the search was interrupted): sample it again
             mark_interrupted(self._study, trial)
@@ -230,7 +230,8 @@ class ProxyTrial(tune.Trainable):
     def default_resource_request(cls, config: dict[str, Any]) -> tune.PlacementGroupFactory:
         return tune.PlacementGroupFactory([{"CPU": config["cpus"], "GPU": config["gpus"]}])
 
-    def setup(self, config: dict[str, Any], *, search: dict[str, Any], run_dir: str, dataset: Any = None) -> None:
+    def setup(self, config: dict[str, Any], *, search: dict[str, Any], run_dir: str, threads: int, train_device: str,
+              dataset: Any = None) -> None:
         import nas  # noqa: F401  (this worker process: torchvision fix before anything imports timm)
 
         if not _trial_log.handlers:
@@ -239,7 +240,8 @@ class ProxyTrial(tune.Trainable):
             _trial_log.propagate = False
         # Costs under the objective names (Tune checks every result has the searcher's metrics); latency in ms.
         self._info = {k: config[k] for k in ("nas_trial", "arch_id", *(m.name for m in COSTS))}
-        self._evaluator = Evaluator(SearchConfig.from_dict(search), _lock_dir(Path(run_dir)), dataset=dataset)
+        self._evaluator = Evaluator(SearchConfig.from_dict(search), _lock_dir(Path(run_dir)), dataset=dataset,
+                                    threads=threads, train_device=train_device)
         model_config = self._evaluator.decode(config["arch"])
         proxy = self._evaluator.proxy_config()
         self._last_epoch = proxy.epochs if proxy.steps is None else None
@@ -296,20 +298,18 @@ def _trial_dirname(trial: Any) -> str:
 
 def _sampler(config: SearchConfig, run_dir: Path) -> optuna.samplers.BaseSampler:
     """The Optuna backend's sampler; a resumed study gets a fresh seed (no replay of its start-up)."""
-    existing = len(optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run_dir))
+    existing = len(optuna.load_study(study_name=config.name, storage=open_storage(config.run.storage, run_dir))
                    .get_trials(deepcopy=False))
-    return make_sampler(config.sampler, derive_seed(config.seed, 0, existing), config.trials)
+    return make_sampler(config.sampling.sampler, derive_seed(config.sampling.seed, 0, existing), config.sampling.trials)
 
 
-def _worker_config(config: SearchConfig, cpus: float, gpus: float) -> dict[str, Any]:
-    """The settings of one trial, as those of a single local worker of the Optuna backend (its threads, its
-    device), with paths made absolute: Tune runs workers in their trial directory."""
-    space = config.space
+def _trial_settings(config: SearchConfig) -> dict[str, Any]:
+    """The search's settings for its trials, with a space file's path made absolute: Tune runs workers in
+    their trial directory."""
+    space = config.space.space
     if space.endswith((".yaml", ".yml")) and Path(space).exists():
         space = str(Path(space).resolve())
-    return config.replace(space=space, workers=1, threads=max(1, int(cpus)),
-                          train_device="cuda" if gpus > 0 else "cpu", backend="optuna", ray_address=None,
-                          cpus_per_trial=None, gpus_per_trial=0.0, scheduler="none").to_dict()
+    return config.replace(space=space).to_dict()
 
 
 class RayBackend:
@@ -327,7 +327,8 @@ class RayBackend:
         if self._cluster is None:
             self._owned = not ray.is_initialized()
             self._cluster = init_ray(
-                config.ray_address, num_cpus=config.threads if config.ray_address is None else None,
+                config.backend.ray_address,
+                num_cpus=config.training.threads if config.backend.ray_address is None else None,
                 job_metadata={"cvt-nas": "search", "study": config.name, "run_dir": str(config.run_dir.resolve())})
             for line in self._cluster.describe():
                 _log.info("%s", line)
@@ -351,16 +352,16 @@ class RayBackend:
         evaluator = Evaluator(config, run_dir, resolution=resolution, dataset=dataset)
         try:
             cpus, gpus = self._resources
-            study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run_dir))
+            study = optuna.load_study(study_name=config.name, storage=open_storage(config.run.storage, run_dir))
             objective = OptunaObjective(evaluator, lambda arch_id: find_trained(study, arch_id))
             proxy = evaluator.proxy_config()
             session = _Session(config=config, run_dir=run_dir, objective=objective, progress=progress,
-                               deadline=time.time() + config.timeout if config.timeout else None,
+                               deadline=time.time() + config.sampling.timeout if config.sampling.timeout else None,
                                epochs=proxy.epochs if proxy.steps is None else None, resources=(cpus, gpus))
             _log.info("ray: up to %d trial(s) at once, each %g CPU(s) and %g GPU(s); Tune experiment in %s",
-                      config.workers, cpus, gpus, run_dir / EXPERIMENTS_DIR)
-            trainable = tune.with_parameters(ProxyTrial, search=_worker_config(config, cpus, gpus),
-                                             run_dir=str(run_dir),
+                      config.sampling.workers, cpus, gpus, run_dir / EXPERIMENTS_DIR)
+            trainable = tune.with_parameters(ProxyTrial, search=_trial_settings(config), run_dir=str(run_dir),
+                                             threads=max(1, int(cpus)), train_device="cuda" if gpus > 0 else "cpu",
                                              dataset=dataset if dataset is not None else evaluator.dataset)
             trainable.__qualname__ = ProxyTrial.__qualname__  # the class name the Ray dashboard lists
             _SESSIONS[session.key] = session
@@ -382,12 +383,12 @@ class RayBackend:
         config, root = session.config, session.run_dir / EXPERIMENTS_DIR
         previous = sorted((p for p in root.glob("tune*") if p.is_dir()), key=lambda p: (len(p.name), p.name))
         last = previous[-1] if previous else None
-        if config.resume and last is not None and not (last / _FINISHED).exists() and tune.Tuner.can_restore(last):
+        if config.run.resume and last is not None and not (last / _FINISHED).exists() and tune.Tuner.can_restore(last):
             _log.info("ray: restoring the Tune experiment %s", last)
             # Unfinished trials are not re-run by Tune: run_search re-queued them in the study already.
             return tune.Tuner.restore(str(last), trainable=trainable, resume_unfinished=False, resume_errored=False)
         scheduler = None
-        if config.scheduler == "asha":
+        if config.backend.scheduler == "asha":
             scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="epoch", max_t=session.epochs,
                                       grace_period=1, reduction_factor=2)
         searcher = BudgetedSearcher(session, _sampler(config, session.run_dir))
@@ -404,9 +405,9 @@ class RayBackend:
 
 def _trial_resources(config: SearchConfig, cluster: RayCluster) -> tuple[float, float]:
     """CPUs and GPUs per trial: as asked, else an equal share of the cluster's CPUs per worker."""
-    cpus = config.cpus_per_trial
+    cpus = config.backend.cpus_per_trial
     if cpus is None:
-        share = cluster.total("CPU") / config.workers
+        share = cluster.total("CPU") / config.sampling.workers
         cpus = min(cluster.largest("CPU"), math.floor(share) if share >= 1 else round(share, 2))
-    check_trial_resources(cluster, cpus, config.gpus_per_trial)
-    return float(cpus), float(config.gpus_per_trial)
+    check_trial_resources(cluster, cpus, config.backend.gpus_per_trial)
+    return float(cpus), float(config.backend.gpus_per_trial)

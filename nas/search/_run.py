@@ -56,41 +56,42 @@ def _fmt(kind: str, value: float) -> str:
 def _check_devices(config: SearchConfig) -> None:
     from nas.cost import check_device
 
-    if config.uses_latency and config.latency == "measured":
+    if config.space.uses_latency and config.latency.latency == "measured":
         try:
-            check_device(config.device)
+            check_device(config.latency.device)
         except UserError as err:
             raise UserError(f"--device: {err} (needed to measure latency)") from None
-    if config.train_device != "auto":
+    if config.training.train_device != "auto":
         try:
-            check_device(config.train_device)
+            check_device(config.training.train_device)
         except UserError as err:
             raise UserError(f"--train-device: {err}") from None
 
 
 def _check_predictor(config: SearchConfig, resolution: int) -> None:
-    if not (config.uses_latency and config.latency == "predicted"):
+    if not (config.space.uses_latency and config.latency.latency == "predicted"):
         return
     from nas.cost import LatencyPredictor, normalize_device
 
-    settings = LatencyPredictor.load(config.latency_predictor).settings
-    wanted = {"device": normalize_device(config.device), "resolution": resolution, "batch_size": config.batch_size,
-              "dtype": config.dtype}
+    latency = config.latency
+    settings = LatencyPredictor.load(latency.latency_predictor).settings
+    wanted = {"device": normalize_device(latency.device), "resolution": resolution, "batch_size": latency.batch_size,
+              "dtype": latency.dtype}
     wrong = [f"{k} {settings.get(k)!r} (search: {v!r})" for k, v in wanted.items() if settings.get(k) != v]
     if wrong:
-        raise UserError(f"latency predictor {config.latency_predictor} was built for other settings: "
+        raise UserError(f"latency predictor {config.latency.latency_predictor} was built for other settings: "
                         f"{', '.join(wrong)}; rebuild it (python -m nas.latency build) or match them")
 
 
 def _check_budgets(config: SearchConfig, space: Any, resolution: int, evaluator: Any) -> None:
     """A budget below the space's smallest member is an error; one above its largest, a warning."""
-    budgets = config.budgets
+    budgets = config.space.budgets
     for m in ANALYTIC_COSTS:
         if m.name not in budgets:
             continue
 
         def cost(c: Any, m: Any = m) -> float:
-            return m.compute(c, resolution, config.num_classes)
+            return m.compute(c, resolution, config.space.num_classes)
 
         lo, hi = (cost(c) for c in space.extremes(cost))
         if lo > budgets[m.name].value:
@@ -105,15 +106,16 @@ def _check_budgets(config: SearchConfig, space: Any, resolution: int, evaluator:
         # Latency grows with MACs in these spaces; the MAC extremes bracket it. The largest member is
         # only predicted, never measured: in a wide space it can cost hundreds of GMACs per image.
         macs = METRICS["macs"]
-        smallest, largest = space.extremes(lambda c: macs.compute(c, resolution, config.num_classes))
+        smallest, largest = space.extremes(lambda c: macs.compute(c, resolution, config.space.num_classes))
         lo = evaluator.latency(smallest, resolution)[0]
         limit_ms = budgets["latency"].value * 1e3
-        how = "predicted" if config.latency == "predicted" else "measured"
+        how = "predicted" if config.latency.latency == "predicted" else "measured"
         if lo > limit_ms:
             raise UserError(f"no architecture in space {space.name} has a latency <= {budgets['latency']} on "
-                            f"{config.device}: the smallest (by MACs) {how} {lo:.2f} ms at batch {config.batch_size}, "
-                            f"{resolution}x{resolution}, {config.dtype}; raise the budget or use a faster device")
-        hi = evaluator.latency(largest, resolution)[0] if config.latency == "predicted" else None
+                            f"{config.latency.device}: the smallest (by MACs) {how} {lo:.2f} ms at batch "
+                            f"{config.latency.batch_size}, {resolution}x{resolution}, {config.latency.dtype}; "
+                            f"raise the budget or use a faster device")
+        hi = evaluator.latency(largest, resolution)[0] if config.latency.latency == "predicted" else None
         if hi is not None and hi <= limit_ms:
             _log.warning("warning: the largest architecture of space %s (by MACs) %s %.2f ms, within %s: the "
                          "latency budget does not bind", space.name, how, hi, budgets["latency"])
@@ -134,15 +136,15 @@ def run_search(config: SearchConfig) -> SearchResult:
 
     Example:
         >>> from nas.search import SearchConfig, run_search  # doctest: +SKIP
-        >>> result = run_search(SearchConfig(space="cvt13-nas", budget="4GFLOPs", trials=4,
+        >>> result = run_search(SearchConfig.create(space="cvt13-nas", budget="4GFLOPs", trials=4,
         ...                                  data="synthetic", out="runs/demo"))  # doctest: +SKIP
         >>> result.best["arch_id"]  # doctest: +SKIP
     """
     run = RunDir(config.run_dir)
-    if config.resume:
+    if config.run.resume:
         run.check_resume(config)  # a foreign or corrupt directory stops here, untouched
         run.lock()  # no other search may use it from here on
-        run.repair_journal(config.storage)
+        run.repair_journal(config.run.storage)
     elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
         run.create(config, {})  # raises: the directory already holds something
 
@@ -184,19 +186,19 @@ def _preflight(config: SearchConfig, run_dir: Path) -> _Ready:
 
     from ._objective import Evaluator
 
-    space = get_space(config.space)
+    space = get_space(config.space.space)
     _check_devices(config)
     # Costs are taken at the deployment resolution; every decoded config carries the space's own.
-    resolution = config.resolution or space.sample_config(0).img_size
+    resolution = config.space.resolution or space.sample_config(0).img_size
     _check_predictor(config, resolution)
     evaluator = Evaluator(config, run_dir, resolution=resolution)
     _check_budgets(config, space, resolution, evaluator)
     dataset = evaluator.dataset
     proxy = evaluator.proxy_config()  # validates the proxy settings
-    if not evaluator.estimator.reports_epochs and config.scheduler == "asha":  # an unknown --estimator stops here
-        raise UserError(f"--scheduler asha stops trainings between epochs; --estimator {config.estimator} reports "
-                        f"no epochs: use --estimator proxy or --scheduler none")
-    backend = get_backend(config.backend)
+    if not evaluator.estimator.reports_epochs and config.backend.scheduler == "asha":  # an unknown one stops here
+        raise UserError(f"--scheduler asha stops trainings between epochs; --estimator {config.training.estimator} "
+                        f"reports no epochs: use --estimator proxy or --scheduler none")
+    backend = get_backend(config.backend.backend)
     if hasattr(backend, "preflight"):  # e.g. Ray: join the cluster and check its resources, before any file
         backend.preflight(config)
     return _Ready(space, resolution, evaluator, dataset, proxy, backend)
@@ -206,8 +208,8 @@ def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
     """The run's study: loaded and settled on ``--resume``, else created with the run directory."""
     import optuna
 
-    if config.resume:
-        storage = open_storage(config.storage, run.path)
+    if config.run.resume:
+        storage = open_storage(config.run.storage, run.path)
         try:
             study = optuna.load_study(study_name=config.name, storage=storage)
         except KeyError:
@@ -225,29 +227,29 @@ def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
     run.create(config, {"resolution": ready.resolution, "dataset": ready.dataset.description,
                         "proxy": ready.proxy.to_dict(),
                         "space": {"name": space.name, "family": space.family, "cardinality": space.cardinality()}})
-    study = optuna.create_study(study_name=config.name, storage=open_storage(config.storage, run.path),
+    study = optuna.create_study(study_name=config.name, storage=open_storage(config.run.storage, run.path),
                                 directions=config.directions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(config.objective_names))  # names in optuna-dashboard
+        study.set_metric_names(list(config.space.objective_names))  # names in optuna-dashboard
     return study
 
 
 def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dataset: Any, run_dir: Path) -> None:
-    budgets = ", ".join(str(b) for b in config.budgets.values()) or "none"
+    budgets = ", ".join(str(b) for b in config.space.budgets.values()) or "none"
     _log.info("search space %s (%s architectures), budgets: %s; costs at %dx%d, %d classes", space.name,
-              f"{space.cardinality():,}", budgets, resolution, resolution, config.num_classes)
+              f"{space.cardinality():,}", budgets, resolution, resolution, config.space.num_classes)
     _log.info("objectives: %s; sampler %s, seed %d; %d proxy trainings, %d worker(s)",
-              ", ".join(f"{o} ({d[:3]})" for o, d in zip(config.objective_names, config.directions)),
-              config.sampler, config.seed, config.trials, config.workers)
-    if config.estimator == "proxy":
+              ", ".join(f"{o} ({d[:3]})" for o, d in zip(config.space.objective_names, config.directions)),
+              config.sampling.sampler, config.sampling.seed, config.sampling.trials, config.sampling.workers)
+    if config.training.estimator == "proxy":
         _log.info("proxy training on %s (%d classes): %d epoch(s) at %dx%d, batch %d (the search's costs stay at "
                   "%dx%d)", dataset.name, dataset.num_classes, proxy.epochs, proxy.resolution, proxy.resolution,
                   proxy.batch_size, resolution, resolution)
     else:
-        _log.info("estimator %s on %s at %dx%d: candidates are ranked by this score, not trained", config.estimator,
-                  dataset.name, proxy.resolution, proxy.resolution)
-    storage = config.storage or str(run_dir / JOURNAL)
+        _log.info("estimator %s on %s at %dx%d: candidates are ranked by this score, not trained",
+                  config.training.estimator, dataset.name, proxy.resolution, proxy.resolution)
+    storage = config.run.storage or str(run_dir / JOURNAL)
     target = storage if "://" not in storage else f"'{storage}'"
     _log.info("run directory: %s", run_dir)
     _log.info("watch live: optuna-dashboard %s --host 127.0.0.1   (then open http://127.0.0.1:8080)", target)
@@ -256,8 +258,8 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
 def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
     rows = study_rows(study)
-    outputs = write_outputs(rows, run.path, config.objective_names, config.budgets, resolution)
-    front = pareto_rows(rows, config.objective_names)
+    outputs = write_outputs(rows, run.path, config.space.objective_names, config.space.budgets, resolution)
+    front = pareto_rows(rows, config.space.objective_names)
     exports = export_run(run.path, study=study) if front else []
     return SearchResult(run_dir=run.path, stop_reason=reason, summary=summarize(trials, config), pareto=front,
                         outputs=outputs, exports=exports)

@@ -75,7 +75,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
         manifest = {"tool": TOOL, "version": _version(), "created": _now(), "study_name": config.name,
-                    "config": config.to_dict(), **extra}
+                    "config": config.to_dict(), **extra}  # the config carries its layout version
         tmp = self.manifest_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         os.replace(tmp, self.manifest_path)  # a crash never leaves half a manifest
@@ -110,7 +110,8 @@ class RunDir:
         stored = self.stored_config()
         diff = stored.differences(config)
         if diff:
-            detail = ", ".join(f"{k}: {getattr(stored, k)!r} (run) vs {getattr(config, k)!r} (now)" for k in diff)
+            before, now = stored.flat(), config.flat()
+            detail = ", ".join(f"{k}: {before[k]!r} (run) vs {now[k]!r} (now)" for k in diff)
             raise UserError(f"--resume with different settings than {self.path} was started with: {detail}; "
                             f"use the same settings or a new --out")
 

@@ -26,7 +26,7 @@ def load_study(config: SearchConfig, run_dir: Path, sampler=None) -> "optuna.Stu
     """The run directory's study, with ``sampler`` for asking."""
     import optuna
 
-    return optuna.load_study(study_name=config.name, storage=open_storage(config.storage, run_dir), sampler=sampler)
+    return optuna.load_study(study_name=config.name, storage=open_storage(config.run.storage, run_dir), sampler=sampler)
 
 
 def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
@@ -68,14 +68,14 @@ def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
 
 def stop_reason(config: SearchConfig, counts: dict[str, int], deadline: float | None) -> str | None:
     """Why no new trial should start, ``"wait"`` if one may once running trials finish, else None."""
-    if counts["trainings"] >= config.trials:
+    if counts["trainings"] >= config.sampling.trials:
         return f"{counts['trainings']} proxy trainings done"
     if deadline is not None and time.time() >= deadline:
         return "timeout reached"
-    if counts["untrained"] >= config.untrained_limit:
+    if counts["untrained"] >= config.sampling.untrained_limit:
         return (f"guard: {counts['untrained']} samples trained nothing (over budget, duplicates or failed before "
                 f"training); the budget may be too tight for the space (raise it, or --max-untrained)")
-    if counts["trainings"] + counts["running"] >= config.trials:
+    if counts["trainings"] + counts["running"] >= config.sampling.trials:
         return "wait"  # every remaining slot may be taken by a trial in flight
     return None
 
@@ -123,7 +123,7 @@ def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         status = t.user_attrs.get("status")
         if status in ("trained", "over_budget") and t.user_attrs.get("phase") == "done":
-            study.tell(t.number, values_from_attrs(config.objective_names, t.user_attrs))
+            study.tell(t.number, values_from_attrs(config.space.objective_names, t.user_attrs))
             done += 1
         elif status == "pruned" and t.user_attrs.get("phase") == "done":  # Ray backend with --scheduler asha
             study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
