@@ -48,7 +48,7 @@ def print_report(store: OracleStore, refs: Sequence[Reference], seeds: int) -> N
     for i, r in enumerate(refs, 1):
         accs = " | ".join(f"{store.accuracy(r.arch_id, s):.2f}" if store.has(r.arch_id, s) else ""
                           for s in range(seeds))
-        wall = store.results.get(r.arch_id, {}).get(0, {}).get("wall_time_s", math.nan)
+        wall = (store.get(r.arch_id, "0") or {}).get("wall_time_s", math.nan)
         print(f"| {i} | {r.kind} | {r.name} `{r.arch_id}` | {r.macs / 1e9:.2f} | {r.params / 1e6:.2f} | "
               f"{'/'.join(map(str, r.config.depths))} | {'/'.join(map(str, r.config.embed_dims))} | {accs} | "
               f"{wall / 60:.1f} |")

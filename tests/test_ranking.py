@@ -116,6 +116,7 @@ def test_oracle_resumes_merges_shards_and_refuses_other_settings(oracle_script, 
     assert sum(len(by_seed) for by_seed in results.values()) == 8  # 6 references at seed 0, 2 noise members
     text = capsys.readouterr().out
     assert "seed 1 (noise ceiling)" in text and "| params |" in text
+    assert "| nan |" not in text.split("Within the band")[0]  # every reference trained: minutes shown
 
     # A rerun trains nothing and leaves the results as they were.
     stamp = whole.stat().st_mtime_ns
