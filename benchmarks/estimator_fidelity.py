@@ -25,7 +25,7 @@ from typing import Sequence
 
 import cvt
 from cvt import UserError
-from nas.cli import ArgumentParser, parse_shard, run_main
+from nas.cli import ArgumentParser, add_job_options, run_main
 from nas.cost import analytic_macs
 from nas.data import load_dataset
 from nas.estimators import make_estimator
@@ -67,15 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--oracle", type=Path, required=True, help="the oracle file (merged shards)")
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), metavar="NAME",
                         help=f"estimators to measure (default all: {', '.join(ESTIMATORS)})")
-    parser.add_argument("--data", default="auto", help="dataset name (see docs/data.md); default auto")
-    parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
-                        help="measure only shard K of N, split by cost (run N processes, then --merge)")
-    parser.add_argument("--out", type=Path, default=None, help="estimates JSON file (resumed when it exists)")
-    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
-                        help="take estimates already measured from these files (other shards)")
+    add_job_options(parser, "estimates")
     parser.add_argument("--report", action="store_true", help="print the table only; measure nothing")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: proxy settings {QUICK}")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ import optuna
 import torch
 
 from cvt import UserError
-from nas.cli import ArgumentParser, parse_shard, run_main
+from nas.cli import ArgumentParser, add_job_options, print_epochs, run_main
 from nas.cost import analytic_macs, analytic_params
 from nas.data import load_dataset
 from nas.ranking import balanced_shard
@@ -90,17 +90,6 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def _progress(name: str, epochs: int) -> Any:
-    """A report callback printing each epoch (a long training of a large candidate can take an hour)."""
-    start = time.perf_counter()
-
-    def report(epoch: int, accuracy: float) -> bool:
-        print(f"  {name} epoch {epoch}/{epochs}: {accuracy:.1f}% ({time.perf_counter() - start:.0f} s)", flush=True)
-        return False
-
-    return report
-
-
 def trainings(proxy: ProxyConfig, long_factor: int) -> tuple[tuple[str, ProxyConfig], ...]:
     """The two trainings of every architecture: the proxy, and the reference ``long_factor`` x longer."""
     return ("proxy", proxy), ("long", proxy.replace(epochs=proxy.epochs * long_factor))
@@ -117,7 +106,7 @@ def measure(config: Any, dataset: Any, proxy: ProxyConfig, long_factor: int) -> 
         row["values"][name], row["seconds"][name] = _timed(zero_cost.score, name, config, dataset, proxy)
     for name, settings in trainings(proxy, long_factor):
         try:
-            result = train_proxy(config, dataset, settings, report=_progress(name, settings.epochs))
+            result = train_proxy(config, dataset, settings, report=print_epochs(name, settings.epochs))
             row["values"][name], row["seconds"][name] = result.accuracy, result.wall_time_s
         except TrainingFailed as err:  # recorded, and left out of the correlations
             row["values"][name], row["seconds"][name] = float("nan"), float("nan")
@@ -176,25 +165,17 @@ def print_tables(rows: list[dict[str, Any]], long_factor: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="auto", help="dataset name (see docs/data.md); default auto")
-    parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
+    add_job_options(parser, "results")
     parser.add_argument("--space", action="append", default=None,
                         help="search space to sample (repeatable); default cvt13-nas, plus cct when registered")
     parser.add_argument("--archs", type=int, default=12, help="architectures per space (default 12)")
     parser.add_argument("--long-factor", type=int, default=4, help="reference training = this many x epochs")
     parser.add_argument("--seed", type=int, default=0, help="architecture sampling seed (proxy seed stays 0)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", type=Path, default=None, help="JSON results file (resumed when it exists)")
     parser.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: ProxyConfig's)")
     parser.add_argument("--train-subset", type=int, default=None, help="proxy training images (default: ProxyConfig's)")
     parser.add_argument("--val-subset", type=int, default=None, help="validation images (default: ProxyConfig's)")
     parser.add_argument("--width-mult", type=float, default=None,
                         help="proxy width multiplier for every stage (default: ProxyConfig's, 1.0)")
-    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
-                        help="measure only shard K of N, split by MACs (run N processes, then --merge)")
-    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
-                        help="take architectures already measured from these results files (other shards)")
     parser.add_argument("--noise-seeds", type=int, default=0,
                         help="retrain each space's first architecture under this many more seeds (noise floor)")
     parser.add_argument("--quick", action="store_true",

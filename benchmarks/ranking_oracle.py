@@ -18,26 +18,14 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import time
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from nas.cli import ArgumentParser, parse_shard, run_main
+from nas.cli import ArgumentParser, add_job_options, print_epochs, run_main
 from nas.data import load_dataset
 from nas.ranking import (OracleSpec, OracleStore, Reference, jobs, kendall_tau, pending, reference_architectures,
                          shard_jobs, train_reference)
 
 QUICK = {"epochs": 1, "train_subset": 256, "val_subset": 128, "width_mult": 0.25}
-
-
-def _progress(label: str, epochs: int) -> Any:
-    start = time.perf_counter()
-
-    def report(epoch: int, accuracy: float) -> bool:
-        print(f"  {label} epoch {epoch}/{epochs}: {accuracy:.2f}% ({time.perf_counter() - start:.0f} s)", flush=True)
-        return False
-
-    return report
 
 
 def print_report(store: OracleStore, refs: Sequence[Reference], seeds: int) -> None:
@@ -84,15 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"first sampled members trained under every seed (default {defaults.noise_members})")
     parser.add_argument("--max-draws", type=int, default=defaults.max_draws,
                         help=f"samples drawn before giving up on filling the band (default {defaults.max_draws})")
-    parser.add_argument("--data", default="auto", help="dataset name (see docs/data.md); default auto")
-    parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
-                        help="train only shard K of N, split by training MACs (run N processes, then --merge)")
-    parser.add_argument("--out", type=Path, default=None, help="oracle JSON file (resumed when it exists)")
-    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
-                        help="take results already measured from these oracle files (other shards)")
+    add_job_options(parser, "oracle results")
     parser.add_argument("--report", action="store_true", help="print the table only; train nothing")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: recipe {QUICK}, 4 members")
     args = parser.parse_args(argv)
@@ -120,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, (ref, seed) in enumerate(work, 1):
         label = f"[{i}/{len(work)}] {ref.name} {ref.arch_id} seed {seed}"
         print(f"{label}: {ref.macs / 1e9:.2f} GMACs, {ref.params / 1e6:.2f}M params", flush=True)
-        record = train_reference(ref, seed, spec, dataset, report=_progress(label, spec.recipe.epochs),
+        record = train_reference(ref, seed, spec, dataset, report=print_epochs(label, spec.recipe.epochs),
                                  device=args.device, threads=args.threads)
         store.add(ref, seed, record)
         print(f"{label}: {record['accuracy']:.2f}%" + (f" FAILED: {record['failed']}" if "failed" in record else

@@ -43,3 +43,33 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2 and 1/2 for two processes)")
     return index, count
+
+
+def add_job_options(parser: argparse.ArgumentParser, results: str) -> None:
+    """The options of a long, resumable, sharded measurement (the benchmarks that train for hours): data,
+    threads, device, ``--shard K/N``, ``--out`` (resumed when it exists) and ``--merge``; ``results`` names
+    what the files hold."""
+    from pathlib import Path
+
+    parser.add_argument("--data", default="auto", help="dataset name (see docs/data.md); default auto")
+    parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
+                        help="only the K-th of N cost-balanced shares (run N processes, then --merge)")
+    parser.add_argument("--out", type=Path, default=None, help=f"{results} JSON file (resumed when it exists)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
+                        help=f"take {results} already measured from these files (other shards)")
+
+
+def print_epochs(label: str, epochs: int) -> Callable[[int, float], bool]:
+    """A training's ``report`` callback that prints every epoch (a long training can take an hour)."""
+    import time
+
+    start = time.perf_counter()
+
+    def report(epoch: int, accuracy: float) -> bool:
+        print(f"  {label} epoch {epoch}/{epochs}: {accuracy:.2f}% ({time.perf_counter() - start:.0f} s)", flush=True)
+        return False
+
+    return report

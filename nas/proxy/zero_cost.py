@@ -81,15 +81,23 @@ def naswot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None =
     return float(torch.linalg.slogdet(kernel).logabsdet)
 
 
-def synflow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> float:
-    """log10 of the synaptic flow (only the images' shape is used; the model is not modified)."""
-    probe = copy.deepcopy(model).double().eval()  # eval: BatchNorm uses its (initial) running statistics
+def _positive_probe(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """A float64 copy of ``model`` with every weight made positive, after backpropagating the sum of its outputs
+    on one all-ones input of the images' shape (synflow's and DSS's setting). Eval mode: BatchNorm uses its
+    initial running statistics."""
+    probe = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         for p in probe.parameters():
             p.abs_()
     probe.zero_grad(set_to_none=True)
     ones = torch.ones((1,) + tuple(images.shape[1:]), dtype=torch.float64, device=images.device)
     probe(ones).sum().backward()
+    return probe
+
+
+def synflow(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+    """log10 of the synaptic flow (only the images' shape is used; the model is not modified)."""
+    probe = _positive_probe(model, images)
     total = sum(float((p.detach() * p.grad).abs().sum()) for p in probe.parameters() if p.grad is not None)
     return math.log10(total) if total > 0 else float("-inf")
 
@@ -109,13 +117,7 @@ def grad_norm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
 
 def dss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> float:
     """TF-TAS's DSS-indicator (only the images' shape is used; the model is not modified)."""
-    probe = copy.deepcopy(model).double().eval()
-    with torch.no_grad():
-        for p in probe.parameters():
-            p.abs_()
-    probe.zero_grad(set_to_none=True)
-    ones = torch.ones((1,) + tuple(images.shape[1:]), dtype=torch.float64, device=images.device)
-    probe(ones).sum().backward()
+    probe = _positive_probe(model, images)
     attention = {id(child) for m in probe.modules() if type(m).__name__.endswith("Attention")
                  for child in m.children()}
     total = 0.0
