@@ -163,7 +163,7 @@ def test_other_errors_propagate_and_bad_settings(synthetic, monkeypatch):
     with pytest.raises(UserError, match="width_mult applies to model configs only"):
         train_proxy(Faulty(None), synthetic, QUICK.replace(width_mult=0.5))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(UserError, match="proxy device 'cuda': this machine has no CUDA GPU"):
+    with pytest.raises(UserError, match="proxy device 'cuda' is not available: this machine has no CUDA GPU"):
         train_proxy(TINY_CVT, synthetic, QUICK.replace(device="cuda"))
 
 

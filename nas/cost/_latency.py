@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import platform
-import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from torch import nn
 from cvt import UserError
 
 from .._paths import default_cache_dir as cache_root
+from ..devices import check_device, device_available, normalize_device
 
 __all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device",
            "normalize_device", "device_signature", "PROTOCOL_VERSION", "DTYPES", "CLOCKS"]
@@ -52,47 +52,6 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLOCKS = ("wall", "cpu")
-_DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
-
-
-# ---------------------------------------------------------------------------- devices
-def _parse_device(device: str) -> torch.device:
-    match = _DEVICE.match(str(device).strip().lower())
-    if match is None:
-        raise UserError(f"device {device!r} is not understood; use cpu, cuda or cuda:N")
-    if match.group(1) == "cuda":
-        return torch.device("cuda", int(match.group(2) or 0))
-    return torch.device("cpu")
-
-
-def normalize_device(device: str) -> str:
-    """The canonical name of a device (``"cpu"``, ``"cuda:N"``; bare ``"cuda"`` is ``"cuda:0"``), present or not."""
-    return str(_parse_device(device))
-
-
-def device_available(device: str) -> bool:
-    """Whether ``device`` (``cpu``, ``cuda``, ``cuda:N``) exists on this machine.
-
-    Raises:
-        UserError: ``device`` is not a device name at all.
-    """
-    dev = _parse_device(device)
-    if dev.type == "cpu":
-        return True
-    return torch.cuda.is_available() and dev.index < torch.cuda.device_count()
-
-
-def check_device(device: str) -> torch.device:
-    """The ``torch.device`` for ``device``, or a ``UserError`` saying it is not on this machine."""
-    dev = _parse_device(device)
-    if not device_available(device):
-        have = (f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available()
-                else "no CUDA GPU usable by this torch build")
-        raise UserError(f"device {device!r} is not available: this machine has {have}; use --device cpu "
-                        f"or a device that exists")
-    return dev
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -150,8 +109,7 @@ class LatencySettings:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        _parse_device(self.device)
-        object.__setattr__(self, "device", str(_parse_device(self.device)))
+        object.__setattr__(self, "device", normalize_device(self.device))
         for name in ("batch_size", "resolution", "repeats"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

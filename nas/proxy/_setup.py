@@ -15,20 +15,6 @@ from ..data import Dataset
 from ._config import ProxyConfig
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; other names are checked against this machine."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"proxy device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"proxy device {name!r}: this machine has no CUDA GPU (torch {torch.__version__}); "
-                        f"use --device cpu")
-    return device
-
-
 def default_threads() -> int:
     """The cores this process may run on."""
     try:

@@ -21,8 +21,9 @@ import torch
 from timm.data import Mixup
 
 from ..data import Dataset
+from ..devices import resolve_device
 from ._config import ProxyConfig
-from ._setup import build_proxy_model, normalize, resolve_device, seeded_run, select_data
+from ._setup import build_proxy_model, normalize, seeded_run, select_data
 
 __all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn"]
 
@@ -188,7 +189,7 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
     """
     proxy = proxy or ProxyConfig()
     start = time.perf_counter()
-    device = resolve_device(proxy.device)
+    device = resolve_device(proxy.device, "proxy device")
     data = select_data(dataset, proxy)
     on_gpu = device.type == "cuda"
     amp, channels_last = proxy.amp and on_gpu, proxy.channels_last and on_gpu

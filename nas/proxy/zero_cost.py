@@ -40,8 +40,9 @@ from cvt import UserError
 from cvt.cvt import QuickGELU
 
 from ..data import Dataset
+from ..devices import resolve_device
 from ._config import ProxyConfig
-from ._setup import build_proxy_model, normalize, resolve_device, seeded_run, select_data
+from ._setup import build_proxy_model, normalize, seeded_run, select_data
 
 __all__ = ["naswot", "synflow", "grad_norm", "dss", "score", "SCORES"]
 
@@ -153,7 +154,7 @@ def score(name: str, model_config: Any, dataset: Dataset, proxy: ProxyConfig | N
     if name not in SCORES:
         raise UserError(f"unknown training-free score {name!r}; use one of {', '.join(SCORES)}")
     proxy = proxy or ProxyConfig()
-    device = resolve_device(proxy.device)
+    device = resolve_device(proxy.device, "proxy device")
     data = select_data(dataset, proxy, subsets=False)
     with seeded_run(proxy, device):
         model = build_proxy_model(model_config, data, proxy).to(device)

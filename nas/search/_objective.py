@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from cvt import UserError
 
 from ._config import SearchConfig
+from ..devices import worker_device
 from ..metrics import ANALYTIC_COSTS, METRICS
 from ._records import Cost, cost_attrs, objective_values, training_attrs
 from ._rundir import DeviceLock
@@ -23,18 +24,7 @@ from ._rundir import DeviceLock
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Evaluator", "OptunaObjective", "resolve_train_device"]
-
-
-def resolve_train_device(spec: str, worker: int) -> str:
-    """``auto`` -> this worker's GPU if any, else ``cpu``; ``cuda`` -> ``cuda:<worker mod GPUs>``."""
-    import torch
-
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        return f"cuda:{worker % max(1, torch.cuda.device_count())}"
-    return spec
+__all__ = ["Evaluator", "OptunaObjective"]
 
 
 class Evaluator:
@@ -60,7 +50,7 @@ class Evaluator:
         self.space = get_space(config.space.space)
         self.budgets = config.space.budgets
         self.resolution = resolution or config.space.resolution
-        self.train_device = train_device or resolve_train_device(config.training.train_device, worker)
+        self.train_device = train_device or worker_device(config.training.train_device, worker)
         total = config.training.threads or os.cpu_count() or 1
         self.threads = threads or max(1, total // config.sampling.workers)
         self._dataset = dataset
