@@ -147,11 +147,17 @@ def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, 
     return paths
 
 
-def export_run(run_dir: str | Path, *, study: Any = None, fmt: str = "yaml") -> list[Path]:
+def export_run(run_dir: str | Path, *, study: Any = None, front: Sequence[int] | None = None,
+               fmt: str = "yaml") -> list[Path]:
     """The search's own exports: ``RUN_DIR/exports/pareto/`` (the front) and ``exports/best/`` (the most
-    accurate trial within budget)."""
+    accurate trial within budget). ``front``: the front's trial numbers, most accurate first, when the
+    caller has computed it already."""
     manifest, config, loaded = load_run(run_dir)
     study = study or loaded
-    front = select_trials(study, config.space.objective_names, pareto=True)  # most accurate first
-    paths = export_trials(front, manifest, config, Path(run_dir) / "exports" / "pareto", fmt)
-    return paths + export_trials(front[:1], manifest, config, Path(run_dir) / "exports" / "best", fmt)
+    if front is None:
+        trials = select_trials(study, config.space.objective_names, pareto=True)  # most accurate first
+    else:
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        trials = [by_number[n] for n in front]
+    paths = export_trials(trials, manifest, config, Path(run_dir) / "exports" / "pareto", fmt)
+    return paths + export_trials(trials[:1], manifest, config, Path(run_dir) / "exports" / "best", fmt)

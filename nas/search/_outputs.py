@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..metrics import COSTS, METRICS, by_column
-from ._records import CSV_COLUMNS, pareto_rows, trial_row
+from ._records import CSV_COLUMNS, trial_row
 
 __all__ = ["study_rows", "write_outputs"]
 
@@ -34,11 +34,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def write_outputs(rows: list[dict[str, Any]], run_dir: Path, objectives: Sequence[str],
+def write_outputs(rows: list[dict[str, Any]], front: list[dict[str, Any]], run_dir: Path, objectives: Sequence[str],
                   budgets: dict[str, Any], resolution: int | None = None) -> dict[str, Path]:
-    """Write the CSVs and plots; returns name -> path of what was written."""
+    """Write the CSVs and plots of ``rows`` and their Pareto ``front`` (``pareto_rows``); returns name -> path."""
     run_dir = Path(run_dir)
-    front = pareto_rows(rows, objectives)
     written = {"trials.csv": run_dir / "trials.csv", "pareto.csv": run_dir / "pareto.csv"}
     _write_csv(written["trials.csv"], rows)
     _write_csv(written["pareto.csv"], front)

@@ -30,11 +30,12 @@ def _fmt_time(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def summarize(trials: list[Any], config: SearchConfig) -> dict[str, Any]:
-    """Counts, feasible fraction, best accuracy and Pareto size of a list of Optuna trials."""
+def summarize(trials: list[Any], config: SearchConfig, front: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Counts, feasible fraction, best accuracy and Pareto size of a list of Optuna trials (``front``: their
+    Pareto rows, when the caller has them already)."""
     counts = count_trials(trials)
     rows = [trial_row(t) for t in trials if t.user_attrs.get("status") == "trained" and t.state.name == "COMPLETE"]
-    front = pareto_rows(rows, config.space.objective_names)
+    front = pareto_rows(rows, config.space.objective_names) if front is None else front
     best = max((r["accuracy"] for r in rows if r["feasible"] is not False), default=None)
     fraction = counts["feasible"] / counts["costed"] if counts["costed"] else None
     return {**counts, "best_accuracy": best, "pareto": len(front), "feasible_fraction": fraction}

@@ -258,8 +258,8 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
 def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
     rows = study_rows(study)
-    outputs = write_outputs(rows, run.path, config.space.objective_names, config.space.budgets, resolution)
-    front = pareto_rows(rows, config.space.objective_names)
-    exports = export_run(run.path, study=study) if front else []
-    return SearchResult(run_dir=run.path, stop_reason=reason, summary=summarize(trials, config), pareto=front,
+    front = pareto_rows(rows, config.space.objective_names)  # once: outputs, exports and summary share it
+    outputs = write_outputs(rows, front, run.path, config.space.objective_names, config.space.budgets, resolution)
+    exports = export_run(run.path, study=study, front=[r["number"] for r in front]) if front else []
+    return SearchResult(run_dir=run.path, stop_reason=reason, summary=summarize(trials, config, front), pareto=front,
                         outputs=outputs, exports=exports)
