@@ -113,7 +113,7 @@ class SpaceSettings(_Group):
 
     TITLE = "what to search, under which budgets"
 
-    space: str = _opt("cvt", "search space: cvt, cvt13-nas, cct or a space YAML file")
+    space: str = _opt("cvt", "search space: cvt, cvt13-nas, cct or a space YAML file", metavar="NAME")
     budget: str | None = _opt(None, METRICS["macs"].budget_help, metavar=METRICS["macs"].budget_metavar)
     latency_budget: str | None = _opt(None, METRICS["latency"].budget_help, metavar=METRICS["latency"].budget_metavar)
     params_budget: str | None = _opt(None, METRICS["params"].budget_help, metavar=METRICS["params"].budget_metavar)
@@ -192,8 +192,8 @@ class LatencyMeasurement(_Group):
     latency: str = _opt("measured", "measured on the device, or predicted by --latency-predictor",
                         choices=LATENCY_MODES)
     latency_predictor: str | None = _opt(None, "predictor JSON built for the device (nas.cost)", metavar="FILE")
-    device: str = _opt("cpu", "device latency is measured on: cpu, cuda or cuda:N; measurement never overlaps "
-                              "proxy training on the same device")
+    device: str = _opt("cpu", metavar="DEVICE", help="device latency is measured on: cpu, cuda or cuda:N; "
+                                                     "measurement never overlaps proxy training on the same device")
     batch_size: int = _opt(1, "batch size of the latency measurement", metavar="N", kind=int)
     dtype: str = _opt("fp32", "dtype of the latency measurement", choices=tuple(DTYPES))
     latency_threads: int | None = _opt(None, "CPU threads of a latency measurement on the CPU (default: all cores)",
@@ -225,7 +225,7 @@ class SamplingSettings(_Group):
                                + "; ".join(f"{k}: {v}" for k, v in SAMPLERS.items())
                                + ". Not offered: qmc (random on categorical spaces), cmaes (no categorical, one "
                                  "objective)", metavar="NAME", choices=tuple(SAMPLERS))
-    seed: int = _opt(0, "seed of the sampler and of proxy training", kind=int)
+    seed: int = _opt(0, "seed of the sampler and of proxy training", metavar="N", kind=int)
     workers: int = _opt(1, "parallel estimates (processes sharing the study); each gets its share of CPU threads "
                            "or its own GPU", metavar="N", kind=int)
 
@@ -294,14 +294,14 @@ class TrainingSettings(_Group):
 
     TITLE = "data and accuracy estimation"
 
-    data: str = _opt("auto", "auto (CIFAR-10 if found, else sklearn digits with a warning), cifar10, digits, "
-                             "synthetic, imagefolder:PATH, fashion-mnist:PATH")
+    data: str = _opt("auto", metavar="NAME", help="auto (CIFAR-10 if found, else sklearn digits with a warning), "
+                                                  "cifar10, digits, synthetic, imagefolder:PATH, fashion-mnist:PATH")
     data_dir: str | None = _opt(None, "data root for auto/cifar10 (default $CVT_NAS_DATA)", metavar="DIR")
     proxy: Mapping[str, Any] = _opt(None, "", factory=dict)  # --proxy-<field> options, from ProxyConfig's fields
     estimator: str = _opt("proxy", "how candidates are ranked: proxy (a short training with the --proxy-* settings) "
                                    "or a training-free score: naswot, synflow, grad_norm, dss (docs/performance.md "
                                    "says how well each ranks)", metavar="NAME")
-    train_device: str = _opt("auto", "cpu, cuda, cuda:N or auto: every visible GPU, else CPU")
+    train_device: str = _opt("auto", "cpu, cuda, cuda:N or auto: every visible GPU, else CPU", metavar="DEVICE")
     threads: int | None = _opt(None, "CPU threads shared by all workers (default: all cores)", metavar="N", kind=int)
 
     def __post_init__(self) -> None:
@@ -323,7 +323,8 @@ class RunSettings(_Group):
     TITLE = "run directory"
 
     out: str | None = _opt(None, "run directory (default runs/<study name>)", metavar="DIR")
-    study_name: str | None = _opt(None, "study name (default <space>-<budget>, e.g. cvt-13-nas-4gflops)")
+    study_name: str | None = _opt(None, "study name (default <space>-<budget>, e.g. cvt-13-nas-4gflops)",
+                                  metavar="NAME")
     storage: str | None = _opt(None, "Optuna storage: a journal file path or an sqlite:/// URL (default "
                                      "RUN_DIR/study.journal, safe with several worker processes)", metavar="URL")
     resume: bool = _opt(False, "continue the study in the run directory (same settings; --trials, --timeout and "
