@@ -380,6 +380,8 @@ def test_search_config_validation():
     assert SearchConfig.from_dict(config.to_dict()) == config
     assert config.differences(config.replace(trials=99, workers=4)) == []
     assert config.differences(config.replace(budget="5G")) == ["budget"]
+    # The same meaning written differently is the same search.
+    assert config.differences(config.replace(budget="4G", objectives="accuracy,macs")) == []
     # run.json layouts: 1 (one flat mapping, before the settings groups) still reads; an unknown one is refused.
     assert SearchConfig.from_dict(config.flat()) == config
     with pytest.raises(UserError, match="layout 99"):

@@ -448,9 +448,20 @@ class SearchConfig:
                  "storage", "ray_address", "cpus_per_trial", "gpus_per_trial")
 
     def differences(self, other: "SearchConfig") -> list[str]:
-        """Flat names of the settings that make ``other`` a different search (for --resume checks)."""
-        mine, theirs = self.flat(), other.flat()
+        """Flat names of the settings that make ``other`` a different search (for --resume checks).
+
+        Settings are compared by what they mean: ``6G`` and ``6GFLOPs`` are one budget, and objectives left
+        to their default equal the same objectives given explicitly.
+        """
+        mine, theirs = self._meaning(), other._meaning()
         return [k for k in mine if k not in self.RESUMABLE and mine[k] != theirs[k]]
+
+    def _meaning(self) -> dict[str, Any]:
+        flat = self.flat()
+        budgets = self.space.budgets
+        flat.update({m.budget_field: budgets.get(m.name) for m in BUDGETED})
+        flat["objectives"] = self.space.objective_names
+        return flat
 
 
 # The metrics with a budget, in the order of their SpaceSettings fields (the order of names and listings).
