@@ -469,3 +469,43 @@ def test_bad_estimator_settings_are_one_line_and_create_nothing(tmp_path, tiny_s
     code, _, stderr = cli(tiny_args(tiny_space, out, 2, *extra), capsys)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_resume_keeps_only_the_current_front_in_the_run_exports(tmp_path, tiny_space, capsys):
+    out = tmp_path / "run"
+    assert cli(tiny_args(tiny_space, out, 1), capsys)[0] == 0
+    pareto = out / "exports" / "pareto"
+    slug = next(pareto.glob("*.yaml")).name.rsplit("-t", 1)[0]
+    stale, mine = pareto / f"{slug}-t999.yaml", pareto / "my-notes.txt"
+    stale.write_text("# an architecture that left the front\n")
+    mine.write_text("not an export\n")
+    assert cli(tiny_args(tiny_space, out, 2) + ["--resume"], capsys)[0] == 0
+    front = {f"{slug}-t{int(r['number']):03d}.yaml" for r in read_csv(out / "pareto.csv")}
+    assert {p.name for p in pareto.glob("*.yaml")} == front
+    assert not stale.exists() and mine.exists()
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(tmp_path, tiny_space, capsys, monkeypatch):
+    import builtins
+    import errno
+
+    from nas.search import _outputs
+
+    out = tmp_path / "run"
+    assert cli(tiny_args(tiny_space, out, 1), capsys)[0] == 0
+    before = (out / "trials.csv").read_bytes()
+
+    def full(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(_outputs, "open", full, raising=False)
+    code, _, stderr = cli(tiny_args(tiny_space, out, 2) + ["--resume"], capsys)
+    assert code == 2 and "No space left on device" in stderr and "--resume" in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr and stderr.strip().splitlines()[-1] == errors[0]
+    assert (out / "trials.csv").read_bytes() == before and not list(out.glob("*.tmp"))
+    monkeypatch.undo()
+    assert cli(tiny_args(tiny_space, out, 2) + ["--resume"], capsys)[0] == 0  # space again: outputs written
+    assert sum(r["status"] == "trained" for r in read_csv(out / "trials.csv")) == 2

@@ -159,5 +159,12 @@ def export_run(run_dir: str | Path, *, study: Any = None, front: Sequence[int] |
     else:
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
         trials = [by_number[n] for n in front]
-    paths = export_trials(trials, manifest, config, Path(run_dir) / "exports" / "pareto", fmt)
-    return paths + export_trials(trials[:1], manifest, config, Path(run_dir) / "exports" / "best", fmt)
+    paths = []
+    for folder, chosen in (("pareto", trials), ("best", trials[:1])):
+        out = Path(run_dir) / "exports" / folder
+        written = export_trials(chosen, manifest, config, out, fmt)
+        # A resumed search's front moves on: the run's own export folders hold exactly the current one.
+        for stale in set(out.glob(f"{config.space.slug}-t*.{fmt}")) - set(written):
+            stale.unlink()
+        paths += written
+    return paths

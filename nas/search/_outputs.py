@@ -1,15 +1,18 @@
 """Run-directory outputs: ``trials.csv``, ``pareto.csv``, ``pareto.png``, ``history.png`` (+ HTML).
 
 Everything is derived from the study's trials (``_records.trial_row``), so the outputs can be rebuilt
-at any time, e.g. by ``python -m nas.export`` on a run that was killed before it wrote them.
+at any time: ``--resume`` of a run that was killed before it wrote them writes them when it stops.
 """
 from __future__ import annotations
 
 import csv
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
+
+from cvt import UserError
 
 from ..metrics import COSTS, METRICS, by_column
 from ._records import CSV_COLUMNS, trial_row
@@ -26,12 +29,21 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` to ``path`` whole or not at all: a full disk leaves the previous file as it was."""
     extra = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS) + extra)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS) + extra)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path} ({err.strerror or err}); the study in {path.parent} holds every "
+                        f"result: free some space and rerun the search with --resume, which writes the outputs "
+                        f"again") from None
 
 
 def write_outputs(rows: list[dict[str, Any]], front: list[dict[str, Any]], run_dir: Path, objectives: Sequence[str],

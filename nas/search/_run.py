@@ -162,9 +162,11 @@ def run_search(config: SearchConfig) -> SearchResult:
                                    progress=progress)
     finally:
         progress.close()
-        result = _finish(config, study, run, reason, ready.resolution)
-        ready.evaluator.close()
-        run.unlock()
+        try:
+            result = _finish(config, study, run, reason, ready.resolution)
+        finally:
+            ready.evaluator.close()
+            run.unlock()
     return result
 
 
