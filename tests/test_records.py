@@ -129,3 +129,23 @@ def test_recover_interrupted_completes_recorded_trials_and_requeues_the_rest(tmp
     queued = [t for t in trials if t.state.name == "WAITING"]
     assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == {"x": half.params["x"]}
     assert recover_interrupted(config, tmp_path) == {"completed": 0, "requeued": 0}  # nothing left to settle
+
+
+def test_a_training_stored_but_not_marked_done_is_completed_not_retrained(tmp_path):
+    from nas.search._records import TRAINING_KEYS, training_attrs
+    from nas.proxy import ProxyResult
+
+    result = ProxyResult(55.0, 56.0, 2, 10, [{"accuracy": 50.0}, {"accuracy": 55.0}], False, 3.0, 100.0, 1000, "cpu", 1)
+    assert tuple(training_attrs(result)) == TRAINING_KEYS
+    config = SearchConfig.create(space="cvt13-nas", budget="4G", out=str(tmp_path))
+    study = optuna.create_study(study_name=config.name, storage=open_storage(None, tmp_path),
+                                directions=config.directions)
+    stored, partial = (study.ask({"x": optuna.distributions.IntDistribution(0, 9)}) for _ in range(2))
+    for trial, attrs in ((stored, training_attrs(result)), (partial, {"accuracy": 40.0})):  # killed mid-write
+        for key, value in {"phase": "training", "macs": 3e9, **attrs}.items():
+            trial.set_user_attr(key, value)
+    assert recover_interrupted(config, tmp_path) == {"completed": 1, "requeued": 1}
+    trials = study.get_trials(deepcopy=False)
+    assert trials[stored.number].state.name == "COMPLETE" and trials[stored.number].values[0] == 55.0
+    assert trials[stored.number].user_attrs["status"] == "trained"
+    assert trials[partial.number].user_attrs["status"] == "interrupted"

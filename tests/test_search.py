@@ -509,3 +509,23 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(tmp_path, tiny_s
     monkeypatch.undo()
     assert cli(tiny_args(tiny_space, out, 2) + ["--resume"], capsys)[0] == 0  # space again: outputs written
     assert sum(r["status"] == "trained" for r in read_csv(out / "trials.csv")) == 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cut", "the journal is damaged"),
+    ("delete", "has no study journal"),
+])
+def test_a_damaged_or_missing_journal_is_refused_and_nothing_is_rewritten(tmp_path, tiny_space, capsys, damage,
+                                                                          message):
+    out = tmp_path / "run"
+    assert cli(tiny_args(tiny_space, out, 3), capsys)[0] == 0
+    journal = out / "study.journal"
+    if damage == "cut":  # cut in the middle, on a record boundary: every line left is valid
+        lines = journal.read_bytes().splitlines(keepends=True)
+        journal.write_bytes(b"".join(lines[: len(lines) // 3]))
+    else:
+        journal.unlink()
+    before = snapshot(out)
+    code, _, stderr = cli(tiny_args(tiny_space, out, 4) + ["--resume"], capsys)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+    assert snapshot(out) == before

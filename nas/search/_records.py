@@ -34,9 +34,14 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 __all__ = ["STATUSES", "Cost", "objective_values", "values_from_attrs", "cost_attrs", "training_attrs",
+           "training_recorded", "TRAINING_KEYS",
            "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows"]
 
 STATUSES = ("trained", "pruned", "over_budget", "duplicate", "failed", "interrupted")
+
+# What training_attrs records, in the order it is written (the last one marks a complete record).
+TRAINING_KEYS = ("accuracy", "best_accuracy", "epochs", "history", "stopped_early", "train_wall_s",
+                 "train_images_per_s")
 
 CSV_COLUMNS = ("number", "state", "status", "arch_id", "accuracy", "best_accuracy", "macs", "params",
                "resolution", "latency_ms", "latency_iqr_ms", "latency_device", "feasible", "violation", "failure",
@@ -92,8 +97,14 @@ def cost_attrs(cost: Cost) -> dict[str, Any]:
     return attrs
 
 
+def training_recorded(attrs: dict[str, Any]) -> bool:
+    """Whether every attribute :func:`training_attrs` writes is there: the result is stored, even if the trial
+    was not marked done before a kill."""
+    return all(key in attrs for key in TRAINING_KEYS)
+
+
 def training_attrs(result: Any) -> dict[str, Any]:
-    """User attributes from a :class:`nas.proxy.ProxyResult`."""
+    """User attributes from a :class:`nas.proxy.ProxyResult` (:data:`TRAINING_KEYS`, in that order)."""
     return {"accuracy": float(result.accuracy), "best_accuracy": float(result.best_accuracy),
             "epochs": int(result.epochs_completed), "history": [float(a) for a in _accuracies(result.history)],
             "stopped_early": bool(result.stopped_early), "train_wall_s": round(float(result.wall_time_s), 3),

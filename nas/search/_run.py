@@ -220,6 +220,7 @@ def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
         except Exception as err:  # noqa: BLE001 - any storage that cannot be read is reported, not repaired
             raise UserError(f"cannot read the study storage of {run.path} ({type(err).__name__}: {err}); the run "
                             f"directory was left as it is") from None
+        run.check_complete(study.get_trials(deepcopy=False))
         recovered = recover_interrupted(config, run.path)
         if any(recovered.values()):
             _log.info("resume: %d trial(s) completed from their records, %d interrupted trial(s) queued again",

@@ -114,6 +114,26 @@ class RunDir:
             detail = ", ".join(f"{k}: {before[k]!r} (run) vs {now[k]!r} (now)" for k in diff)
             raise UserError(f"--resume with different settings than {self.path} was started with: {detail}; "
                             f"use the same settings or a new --out")
+        journal = journal_path(config.run.storage, self.path)
+        if journal is not None and not journal.is_file():
+            raise UserError(f"{self.path} has no study journal ({journal} is missing), so there is nothing to "
+                            f"resume; the run directory was left as it is (start a new run with another --out)")
+
+    def check_complete(self, trials: list[Any]) -> None:
+        """Refuse a study that lacks trials ``trials.csv`` records: its journal was damaged, and resuming would
+        overwrite the only surviving record of them."""
+        listed = self.path / "trials.csv"
+        if not listed.is_file():
+            return
+        import csv
+
+        with open(listed, newline="") as f:
+            numbers = {int(row["number"]) for row in csv.DictReader(f) if row.get("number", "").isdigit()}
+        missing = sorted(numbers - {t.number for t in trials})
+        if missing:
+            raise UserError(f"the study journal of {self.path} lacks {len(missing)} trial(s) that trials.csv records "
+                            f"(e.g. trial {missing[0]}): the journal is damaged; restore it from a backup or start a "
+                            f"new run with another --out (the run directory was left as it is)")
 
     # ------------------------------------------------------------------ locks
     def lock(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import SearchConfig
-from ._records import is_trained, values_from_attrs
+from ._records import is_trained, training_recorded, values_from_attrs
 from ._rundir import open_storage
 
 if TYPE_CHECKING:
@@ -103,29 +103,37 @@ def mark_interrupted(study: "optuna.Study", trial: Any) -> None:
     """Fail a RUNNING trial (of this or a dead process) as interrupted."""
     import optuna
 
-    # Trial and FrozenTrial both carry their storage id; attributes must be set before the trial ends.
-    study._storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
-    study._storage.set_trial_user_attr(trial._trial_id, "failure", "interrupted (the search was stopped or killed)")
+    _set_attrs(study, trial, status="interrupted", failure="interrupted (the search was stopped or killed)")
     study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _set_attrs(study: "optuna.Study", trial: Any, **attrs: Any) -> None:
+    # Trial and FrozenTrial both carry their storage id; attributes must be set before the trial ends.
+    for key, value in attrs.items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
     """Settle trials a killed search left RUNNING, so none is lost or run twice.
 
-    A trial whose outcome was fully recorded (status set) is completed from its attributes; any other
-    is failed as ``interrupted`` and its parameters queued again. Call only while holding the run lock
-    (no worker is alive). Returns how many trials were completed and re-queued.
+    A trial whose outcome was fully recorded (status set, or a training's whole result stored before it was
+    marked done) is completed from its attributes; any other is failed as ``interrupted`` and its parameters
+    queued again. Call only while holding the run lock (no worker is alive). Returns how many trials were
+    completed and re-queued.
     """
     import optuna
 
     study = load_study(config, run_dir)
     done = requeued = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        status = t.user_attrs.get("status")
-        if status in ("trained", "over_budget") and t.user_attrs.get("phase") == "done":
+        status, phase = t.user_attrs.get("status"), t.user_attrs.get("phase")
+        if status is None and phase == "training" and training_recorded(t.user_attrs):
+            _set_attrs(study, t, phase="done", status="trained")  # killed between storing and marking
+            status, phase = "trained", "done"
+        if status in ("trained", "over_budget") and phase == "done":
             study.tell(t.number, values_from_attrs(config.space.objective_names, t.user_attrs))
             done += 1
-        elif status == "pruned" and t.user_attrs.get("phase") == "done":  # Ray backend with --scheduler asha
+        elif status == "pruned" and phase == "done":  # Ray backend with --scheduler asha
             study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
             done += 1
         else:
