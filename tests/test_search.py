@@ -529,3 +529,18 @@ def test_a_damaged_or_missing_journal_is_refused_and_nothing_is_rewritten(tmp_pa
     code, _, stderr = cli(tiny_args(tiny_space, out, 4) + ["--resume"], capsys)
     assert code == 2 and message in stderr and "Traceback" not in stderr
     assert snapshot(out) == before
+
+
+def test_an_unusable_storage_is_one_line_and_leaves_no_run_directory(tmp_path, tiny_space, capsys):
+    out = tmp_path / "run"
+    storage = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'study.db'}"
+    code, _, stderr = cli(tiny_args(tiny_space, out, 1, "--storage", storage), capsys)
+    assert code == 2 and "cannot use the study storage" in stderr and "Traceback" not in stderr
+    assert not out.exists()
+    # A directory a search was killed in before it started (lock, empty journal, no run.json) starts afresh.
+    out.mkdir()
+    (out / ".run.lock").touch()
+    (out / "study.journal").touch()
+    code, _, stderr = cli(tiny_args(tiny_space, out, 1), capsys)
+    assert code == 0, stderr
+    assert (out / "run.json").is_file() and len(read_csv(out / "trials.csv")) >= 1

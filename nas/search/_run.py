@@ -146,7 +146,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         run.lock()  # no other search may use it from here on
         run.repair_journal(config.run.storage)
     elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-        run.create(config, {})  # raises: the directory already holds something
+        run.create()  # raises: the directory already holds something
 
     ready = _preflight(config, run.path)
     study = _open_study(config, run, ready)
@@ -227,14 +227,22 @@ def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
                       recovered["completed"], recovered["requeued"])
         return study
     space = ready.space
-    run.create(config, {"resolution": ready.resolution, "dataset": ready.dataset.description,
-                        "proxy": ready.proxy.to_dict(),
-                        "space": {"name": space.name, "family": space.family, "cardinality": space.cardinality()}})
-    study = optuna.create_study(study_name=config.name, storage=open_storage(config.run.storage, run.path),
-                                directions=config.directions)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(config.space.objective_names))  # names in optuna-dashboard
+    run.create()
+    try:
+        study = optuna.create_study(study_name=config.name, storage=open_storage(config.run.storage, run.path),
+                                    directions=config.directions)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(config.space.objective_names))  # names in optuna-dashboard
+    except Exception as err:  # noqa: BLE001 - any storage that cannot be used is the user's setting, in one line
+        run.abandon()
+        raise UserError(f"cannot use the study storage {config.run.storage or run.path / JOURNAL} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); give a storage "
+                        f"that can be written (--storage)") from None
+    run.write_manifest(config, {"resolution": ready.resolution, "dataset": ready.dataset.description,
+                                "proxy": ready.proxy.to_dict(),
+                                "space": {"name": space.name, "family": space.family,
+                                          "cardinality": space.cardinality()}})
     return study
 
 

@@ -60,20 +60,52 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_file = None
+        self._made = False
 
     @property
     def manifest_path(self) -> Path:
         return self.path / MANIFEST
 
     # ------------------------------------------------------------------ lifecycle
-    def create(self, config: SearchConfig, extra: dict[str, Any]) -> None:
-        """Make a new run directory; refuses one that already holds files."""
+    def _startup_leftovers(self) -> list[Path] | None:
+        """The files of a run that was killed before it started (lock files, a journal without its run.json:
+        the manifest is written before any trial runs), or None if the directory holds anything else."""
+        if not self.path.is_dir() or self.manifest_path.exists():
+            return None
+        files = list(self.path.iterdir())
+        if all(p.is_file() and (p.name.startswith(".") or p.name == JOURNAL) for p in files):
+            return files
+        return None
+
+    def create(self) -> None:
+        """Make a new run directory and lock it; refuses one that already holds files (other than the
+        leftovers of a run killed before it started, which are removed)."""
+        leftovers = self._startup_leftovers()
+        if leftovers:
+            _log.warning("removing %s left in %s by a search killed before it started",
+                         ", ".join(sorted(p.name for p in leftovers)), self.path)
+            for p in leftovers:
+                p.unlink()
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             what = "a cvt-nas search" if self.manifest_path.exists() else "other files"
             raise UserError(f"run directory {self.path} already holds {what}; add --resume to continue it, "
                             f"or choose a new one with --out DIR")
+        self._made = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
+
+    def abandon(self) -> None:
+        """Undo :meth:`create` when the run could not start: the directory goes if this run made it and holds
+        nothing but its own lock files; otherwise it stays as it is."""
+        self.unlock()
+        leftovers = [p for p in self.path.iterdir() if not p.name.startswith(".")] if self.path.is_dir() else []
+        if self._made and not leftovers:
+            for p in self.path.iterdir():
+                p.unlink()
+            self.path.rmdir()
+
+    def write_manifest(self, config: SearchConfig, extra: dict[str, Any]) -> None:
+        """Write ``run.json``: last, once the study exists, so a directory with a manifest can always resume."""
         manifest = {"tool": TOOL, "version": _version(), "created": _now(), "study_name": config.name,
                     "config": config.to_dict(), **extra}  # the config carries its layout version
         tmp = self.manifest_path.with_suffix(".json.tmp")
