@@ -253,6 +253,50 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, tiny_space):
     assert not [t for t in trials if t.state.name == "RUNNING"]
 
 
+def _workers(pid: int) -> list[int]:
+    """The worker processes of a search (its spawned children, not multiprocessing's resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc (Linux)")
+def test_a_killed_worker_is_replaced_and_its_trial_queued_again(tmp_path, tiny_space):
+    out = tmp_path / "run"
+    args = tiny_args(tiny_space, out, 4, "--workers", "2", "--threads", "2", "--proxy-epochs", "3",
+                     "--proxy-train-subset", "256")
+    cmd = [sys.executable, "-m", "nas.search", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    journal = out / "study.journal"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # a worker in the middle of a training: kill -9 it, as the OOM killer would
+            text = journal.read_text() if journal.exists() else ""
+            workers = _workers(proc.pid)
+            if text.count('"phase":"training"') > text.count('"status":"trained"') and len(workers) == 2:
+                os.kill(workers[0], signal.SIGKILL)
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        else:
+            pytest.fail("no worker reached a training")
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr.decode()
+    assert "died" in stderr.decode()
+    trials = load_study(out).trials
+    assert sum(t.user_attrs.get("status") == "trained" for t in trials) == 4  # the search finished, no hang
+    interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
+    requeued = {t.user_attrs.get("requeue_of") for t in trials}
+    assert interrupted and all(t.number in requeued for t in interrupted if t.params)
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
 # ---------------------------------------------------------------------------- latency
 def test_latency_budget_measures_before_training(tmp_path, tiny_space, capsys):
     out = tmp_path / "run"

@@ -21,13 +21,15 @@ from ._objective import Evaluator, OptunaObjective
 from ._records import failure_reason
 from ._rundir import claim_lock
 from ._samplers import derive_seed, make_sampler
-from ._trials import count_trials, fail, find_trained, load_study, mark_interrupted, requeue, stop_reason
+from ._trials import (count_trials, fail, find_trained, load_study, mark_interrupted, requeue, settle_worker,
+                      stop_reason)
 
 __all__ = ["OptunaBackend", "run_worker"]
 
 _log = logging.getLogger(__name__)
 
 _WAIT_S = 1.0  # poll interval while other workers' trials decide whether a training slot is left
+_MAX_RESTARTS = 3  # a worker slot whose process keeps dying (e.g. each candidate runs out of memory) stays empty
 
 
 def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline: float | None = None,
@@ -117,13 +119,28 @@ class OptunaBackend:
             return run_worker(config, run_dir, deadline=deadline, resolution=resolution, dataset=dataset,
                               on_update=update)
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-        procs = [ctx.Process(target=_worker_process, name=f"nas-worker-{i}",
-                             args=(config.to_dict(), str(run_dir), i, deadline, resolution, os.getpid()))
-                 for i in range(config.sampling.workers)]
-        for p in procs:
+
+        def start(i: int) -> Any:
+            p = ctx.Process(target=_worker_process, name=f"nas-worker-{i}",
+                            args=(config.to_dict(), str(run_dir), i, deadline, resolution, os.getpid()))
             p.start()
+            return p
+
+        procs = [start(i) for i in range(config.sampling.workers)]
+        restarts = [0] * len(procs)
         try:
             while any(p.is_alive() for p in procs):
+                for i, p in enumerate(procs):
+                    if p.is_alive() or p.exitcode in (0, None) or restarts[i] == _MAX_RESTARTS:
+                        continue
+                    # Killed (out of memory, kill -9): its trial would stay RUNNING and keep the others
+                    # waiting for it. Queue it again and let a fresh worker take the slot.
+                    settled = settle_worker(load_study(config, run_dir), i)
+                    _log.warning("worker %d died (exit code %s); %d running trial(s) queued again%s", i, p.exitcode,
+                                 settled, "" if restarts[i] + 1 == _MAX_RESTARTS else "; starting a new worker")
+                    restarts[i] += 1
+                    if restarts[i] < _MAX_RESTARTS:
+                        procs[i] = start(i)
                 if update is not None:
                     update()
                 time.sleep(1.0)

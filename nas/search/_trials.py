@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = ["load_study", "count_trials", "stop_reason", "find_trained", "requeue", "mark_interrupted", "fail",
-           "recover_interrupted"]
+           "recover_interrupted", "settle_worker"]
 
 
 def load_study(config: SearchConfig, run_dir: Path, sampler=None) -> "optuna.Study":
@@ -143,6 +143,18 @@ def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
         if t.user_attrs.get("status") == "interrupted" and t.number not in queued:
             requeued += requeue(study, t)
     return {"completed": done, "requeued": requeued}
+
+
+def settle_worker(study: "optuna.Study", worker: int) -> int:
+    """Fail the RUNNING trials of a dead worker process as interrupted and queue them again; how many."""
+    import optuna
+
+    running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.user_attrs.get("worker") == worker]
+    for t in running:
+        mark_interrupted(study, t)
+        requeue(study, t)
+    return len(running)
 
 
 def fail(study: "optuna.Study", trial: "optuna.Trial", reason: str) -> None:
