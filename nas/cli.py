@@ -34,6 +34,21 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         return 130
 
 
+def count(minimum: int = 1):
+    """An argparse type: an integer >= ``minimum`` (a usage error otherwise)."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+        return value
+
+    convert.__name__ = "count"
+    return convert
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """An argparse type: ``"K/N"`` -> (K, N) with 0 <= K < N (one of N processes sharing a long job)."""
     try:

@@ -38,22 +38,23 @@ def device_available(device: str) -> bool:
     return dev.type == "cpu" or (torch.cuda.is_available() and dev.index < torch.cuda.device_count())
 
 
-def check_device(device: str, what: str = "device") -> torch.device:
-    """The ``torch.device`` for ``device``, or a ``UserError`` saying it is not on this machine."""
+def check_device(device: str, what: str = "device", option: str = "--device") -> torch.device:
+    """The ``torch.device`` for ``device``, or a ``UserError`` saying it is not on this machine (and that
+    ``option`` can name another)."""
     dev = parse_device(device)
     if not device_available(device):
         have = (f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available()
                 else "no CUDA GPU usable by this torch build")
-        raise UserError(f"{what} {device!r} is not available: this machine has {have}; use --device cpu "
+        raise UserError(f"{what} {device!r} is not available: this machine has {have}; use {option} cpu "
                         f"or a device that exists")
     return dev
 
 
-def resolve_device(name: str, what: str = "device") -> torch.device:
+def resolve_device(name: str, what: str = "device", option: str = "--device") -> torch.device:
     """``auto`` -> a CUDA GPU when there is one, else the CPU; any other name checked against this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(name, what)
+    return check_device(name, what, option)
 
 
 def worker_device(spec: str, worker: int) -> str:

@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cvt import UserError
-from nas.cli import ArgumentParser, run_main
+from nas.cli import ArgumentParser, count, run_main
+from nas.cost import DTYPES
 
 DEFAULT_DIR = Path("experiments/latency")
 
 
 def _settings_args(parser: ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--resolution", type=int, default=None, help="square input size (default: the config's)")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--batch-size", type=count(1), default=1)
+    parser.add_argument("--resolution", type=count(1), default=None, help="square input size (default: the config's)")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's setting)")
+    parser.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: torch's setting)")
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                         help="cpu: process CPU time, for busy shared machines (CPU, --threads 1 only)")
     parser.add_argument("--cache-dir", default=None, help="latency cache (default $CVT_NAS_CACHE/latency)")
@@ -133,8 +134,8 @@ def build_parser() -> ArgumentParser:
     m = sub.add_parser("measure", help="latency of one model by the protocol")
     m.add_argument("--preset", help="a preset name, e.g. cvt_13 or cct_7_3x1_32")
     m.add_argument("--config", help="a config YAML of any model family")
-    m.add_argument("--warmup", type=int, default=10)
-    m.add_argument("--repeats", type=int, default=50)
+    m.add_argument("--warmup", type=count(0), default=10)
+    m.add_argument("--repeats", type=count(1), default=50)
     m.add_argument("--json", action="store_true", help="print the full result as JSON")
     _settings_args(m)
     m.set_defaults(run=_measure)

@@ -11,9 +11,8 @@ import sys
 from typing import Sequence
 
 import cvt
-from cvt import UserError
 
-from .cli import ArgumentParser, run_main
+from .cli import ArgumentParser, count, run_main
 from .cost import count_macs, count_params
 
 
@@ -30,14 +29,12 @@ def describe(config, resolution: int, num_classes: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m nas.summary", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a preset name (e.g. cvt_13, cct_7_3x1_32) or a config YAML file (CvT or CCT)")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the config's)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="classifier width (default 1000)")
+    parser.add_argument("--resolution", type=count(1), default=None, help="input size (default: the config's)")
+    parser.add_argument("--num-classes", type=count(0), default=1000,
+                        help="classifier width, 0 for none (default 1000)")
     args = parser.parse_args(argv)
     config = cvt.load_config(args.model)
-    resolution = args.resolution or config.img_size
-    if resolution < 1:
-        raise UserError(f"--resolution {resolution}: give a positive input size, e.g. 224")
-    print(describe(config, resolution, args.num_classes))
+    print(describe(config, args.resolution or config.img_size, args.num_classes))
     return 0
 
 

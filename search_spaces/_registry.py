@@ -98,6 +98,9 @@ def get_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
         return _CACHE[key]
     path = Path(key)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise UserError(f"search space {path} is a folder; give a space YAML file (e.g. "
+                            f"experiments/spaces/example.yaml) or a built-in name: {', '.join(list_spaces())}")
         if not path.is_file():
             raise UserError(f"search space file {path} not found")
         return load_space(path)

@@ -191,6 +191,8 @@ def test_summary_lists_per_block_choices_of_a_searched_architecture(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("cvt_99",), "unknown preset 'cvt_99'"),
     (("missing.yaml",), "cannot read config missing.yaml"),
+    (("cvt_13", "--resolution", "0"), "--resolution: '0' is not an integer >= 1"),
+    (("cvt_13", "--num-classes", "-5"), "--num-classes: '-5' is not an integer >= 0"),
 ])
 def test_summary_bad_input_is_one_line_exit_2(args, message):
     out = _summary(*args)

@@ -234,6 +234,9 @@ def test_latency_cli(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["arch_id"] == TINY.arch_id()
     assert run_main(latency_main, ["measure", "--preset", "cvt_13", "--device", "cuda:7"]) == 2
     assert "cuda:7" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        latency_main(["measure", "--preset", "cvt_13", "--resolution", "0"])
+    assert exit_.value.code == 2 and "'0' is not an integer >= 1" in capsys.readouterr().err
     # Any family's YAML: a CCT config file measures too.
     cct = tmp_path / "cct.yaml"
     cvt.preset("cct_2_3x2_32").to_yaml(cct)

@@ -106,6 +106,13 @@ def test_search_writes_its_own_exports(run_dir):
     assert pareto and len(best) == 1 and best[0] in pareto
 
 
+def test_export_onto_a_file_is_one_line_exit_2(run_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine\n")
+    code, _, err = cli([str(run_dir), "--out", str(tmp_path / "afile")], capsys)
+    assert code == 2 and err.startswith("error: --out") and "a file is in the way" in err and err.count("\n") == 1
+    assert (tmp_path / "afile").read_text() == "mine\n"
+
+
 def test_bad_runs_are_one_line_exit_2(tmp_path, capsys):
     code, _, err = cli([str(tmp_path / "nothing")], capsys)
     assert code == 2 and "does not exist" in err

@@ -352,9 +352,16 @@ def test_measurement_waits_for_training_to_reach_an_epoch_boundary(tmp_path):
      "no architecture in space tiny has a latency <= "),
     (["--budget", "4G", "--trials", "0"], "--trials = 0"),
     (["--budget", "4G", "--timeout", "soon"], "timeout 'soon'"),
+    (["--budget", "-1G"], "budget '-1G' must be positive"),
+    (["--budget", "4G", "--proxy-lr", "-1"], "proxy lr = -1.0"),
+    (["--space", str(REPO / "experiments"), "--budget", "4G"], "is a folder; give a space YAML file"),
+    (["--budget", "4G", "--train-device", "cuda:7"], "use --train-device cpu"),
+    (["--budget", "4G", "--out", "{file}/run"], "is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
+    (tmp_path / "file").write_text("")
+    argv = [a.replace("{file}", str(tmp_path / "file")) for a in argv]
     code, _, stderr = cli([*TINY_PROXY, "--out", str(out), *argv], capsys)
     assert code == 2
     assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr

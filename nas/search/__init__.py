@@ -17,6 +17,7 @@ From Python::
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import sys
 import warnings
@@ -78,7 +79,7 @@ def _report(result: SearchResult) -> str:
         lines.append(f"pareto front: {len(result.pareto)} architecture(s) -> {result.run_dir / 'pareto.csv'}")
     for path in result.exports:
         lines.append(f"exported: {path}")
-    lines.append(f"results: {result.run_dir}  (python -m nas.export {result.run_dir} --top 3)")
+    lines.append(f"results: {result.run_dir}  (python -m nas.export {shlex.quote(str(result.run_dir))} --top 3)")
     return "\n".join(lines)
 
 

@@ -312,6 +312,7 @@ class TrainingSettings(_Group):
         unknown = sorted(set(self.proxy) - known)
         if unknown:
             raise UserError(f"unknown proxy setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        ProxyConfig(**self.proxy)  # each value checked now, before anything is loaded or written
         if self.threads is not None:
             _positive_int("--threads", self.threads)
 

@@ -133,7 +133,12 @@ def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use yaml or json")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {out}: a file is in the way of this folder; choose another --out") from None
+    except PermissionError:
+        raise UserError(f"--out {out}: not writable (read-only or not yours); choose another --out") from None
     paths = []
     for trial in trials:
         model_config = _model_config(trial.user_attrs, trial.user_attrs.get("resolution"))

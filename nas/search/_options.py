@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -128,9 +130,23 @@ def _load_recipe(path: str, parser: ArgumentParser) -> dict[str, Any]:
     return recipe
 
 
+def _attach_values(argv: Sequence[str], parser: ArgumentParser) -> list[str]:
+    """``--budget -1G`` -> ``--budget=-1G``: argparse reads a value that starts with ``-`` as an option, and says
+    only "expected one argument"; attached, the value reaches its own check, which names what is wrong."""
+    takes_value = {o for a in parser._actions if a.option_strings and a.nargs != 0 for o in a.option_strings}
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in takes_value and re.match(r"^-[\d.]", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def parse_config(argv: Sequence[str] | None = None) -> SearchConfig:
     """Command line (plus recipe) -> validated :class:`SearchConfig`."""
     parser = build_parser()
+    argv = _attach_values(sys.argv[1:] if argv is None else argv, parser)
     first, _ = parser.parse_known_args(argv)
     if first.config:
         parser.set_defaults(**_load_recipe(first.config, parser))

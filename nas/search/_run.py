@@ -7,6 +7,8 @@ that is not a cvt-nas run. Only then is the run directory created (or locked and
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +56,7 @@ def _fmt(kind: str, value: float) -> str:
 
 
 def _check_devices(config: SearchConfig) -> None:
-    from nas.cost import check_device
+    from nas.devices import check_device
 
     if config.space.uses_latency and config.latency.latency == "measured":
         try:
@@ -63,9 +65,20 @@ def _check_devices(config: SearchConfig) -> None:
             raise UserError(f"--device: {err} (needed to measure latency)") from None
     if config.training.train_device != "auto":
         try:
-            check_device(config.training.train_device)
+            check_device(config.training.train_device, option="--train-device")
         except UserError as err:
             raise UserError(f"--train-device: {err}") from None
+
+
+def _check_output(run_dir: Path) -> None:
+    """The run directory can be made where ``--out`` points: its nearest existing folder is a writable folder."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"--out {run_dir}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {run_dir}: {existing} is not writable (read-only or not yours); choose another --out")
 
 
 def _check_predictor(config: SearchConfig, resolution: int) -> None:
@@ -145,8 +158,10 @@ def run_search(config: SearchConfig) -> SearchResult:
         run.check_resume(config)  # a foreign or corrupt directory stops here, untouched
         run.lock()  # no other search may use it from here on
         run.repair_journal(config.run.storage)
-    elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-        run.create()  # raises: the directory already holds something
+    else:
+        _check_output(run.path)
+        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+            run.create()  # raises: the directory already holds something
 
     ready = _preflight(config, run.path)
     study = _open_study(config, run, ready)
@@ -260,8 +275,7 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
     else:
         _log.info("estimator %s on %s at %dx%d: candidates are ranked by this score, not trained",
                   config.training.estimator, dataset.name, proxy.resolution, proxy.resolution)
-    storage = config.run.storage or str(run_dir / JOURNAL)
-    target = storage if "://" not in storage else f"'{storage}'"
+    target = shlex.quote(config.run.storage or str(run_dir / JOURNAL))  # pasted into a shell as printed
     _log.info("run directory: %s", run_dir)
     _log.info("watch live: optuna-dashboard %s --host 127.0.0.1   (then open http://127.0.0.1:8080)", target)
 
