@@ -564,6 +564,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(tmp_path, tiny_s
 
 @pytest.mark.parametrize("damage, message", [
     ("cut", "the journal is damaged"),
+    ("cut inside a record", "the journal is damaged"),
     ("delete", "has no study journal"),
 ])
 def test_a_damaged_or_missing_journal_is_refused_and_nothing_is_rewritten(tmp_path, tiny_space, capsys, damage,
@@ -574,6 +575,9 @@ def test_a_damaged_or_missing_journal_is_refused_and_nothing_is_rewritten(tmp_pa
     if damage == "cut":  # cut in the middle, on a record boundary: every line left is valid
         lines = journal.read_bytes().splitlines(keepends=True)
         journal.write_bytes(b"".join(lines[: len(lines) // 3]))
+    elif damage == "cut inside a record":  # looks like a kill's torn last record, but trials are missing
+        data = journal.read_bytes()
+        journal.write_bytes(data[: len(data) // 3])
     else:
         journal.unlink()
     before = snapshot(out)

@@ -7,11 +7,12 @@ shards, rewritten atomically after every result (a kill loses at most the result
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 from cvt import UserError
+
+from .._paths import atomic_path
 
 __all__ = ["ResultStore"]
 
@@ -92,9 +93,8 @@ class ResultStore:
                 "architectures": self.architectures,
                 "results": {a: dict(sorted(subs.items())) for a, subs in self.results.items()}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, self.path)  # a kill never leaves half a file
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _differences(theirs: Mapping[str, Any], ours: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

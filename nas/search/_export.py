@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import cvt
 from cvt import UserError
 
+from .._paths import atomic_path
 from ..metrics import COSTS
 from ._records import is_trained, pareto_rows, trial_row
 from ._rundir import RunDir, journal_path, open_storage
@@ -144,10 +145,11 @@ def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, 
         model_config = _model_config(trial.user_attrs, trial.user_attrs.get("resolution"))
         path = out / f"{config.space.slug}-t{trial.number:03d}.{fmt}"
         provenance = _provenance(trial, manifest, config)
-        if fmt == "yaml":
-            model_config.to_yaml(path, header=_header(provenance, type(model_config).__name__, path.name))
-        else:
-            path.write_text(json.dumps({**model_config.to_dict(), "NAS": provenance}, indent=2) + "\n")
+        with atomic_path(path) as tmp:
+            if fmt == "yaml":
+                model_config.to_yaml(tmp, header=_header(provenance, type(model_config).__name__, path.name))
+            else:
+                tmp.write_text(json.dumps({**model_config.to_dict(), "NAS": provenance}, indent=2) + "\n")
         paths.append(path)
     return paths
 

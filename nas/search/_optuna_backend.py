@@ -161,4 +161,10 @@ class OptunaBackend:
             _log.warning("worker(s) %s exited with an error; their running trials are settled on --resume",
                          ", ".join(crashed))
         counts = count_trials(load_study(config, run_dir).get_trials(deepcopy=False))
-        return stop_reason(config, counts, deadline) or "workers finished"
+        reason = stop_reason(config, counts, deadline)
+        if reason not in (None, "wait"):
+            return reason
+        if _MAX_RESTARTS in restarts:
+            return (f"worker processes kept dying ({_MAX_RESTARTS} times in a slot; out of memory? lower --workers or "
+                    f"the proxy's batch size), their trials queued again: --resume continues")
+        return "workers finished"

@@ -8,12 +8,12 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from cvt import UserError
 
+from .._paths import atomic_path
 from ..metrics import COSTS, METRICS, by_column
 from ._records import CSV_COLUMNS, trial_row
 
@@ -31,16 +31,13 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` to ``path`` whole or not at all: a full disk leaves the previous file as it was."""
     extra = sorted({k for r in rows for k in r} - set(CSV_COLUMNS))
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS) + extra)
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {path} ({err.strerror or err}); the study in {path.parent} holds every "
                         f"result: free some space and rerun the search with --resume, which writes the outputs "
                         f"again") from None
@@ -82,7 +79,8 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip("."))
     plt.close(fig)
 
 
@@ -167,10 +165,12 @@ def _plot_html(rows, front, costs, limits, run_dir: Path) -> dict[str, Path]:
         fig.update_xaxes(title_text=label, row=1, col=i)
     fig.update_yaxes(title_text=METRICS["accuracy"].axis, row=1, col=1)
     # One shared copy of plotly.js next to the pages: they open offline.
-    fig.write_html(run_dir / "pareto.html", include_plotlyjs="directory")
+    with atomic_path(run_dir / "pareto.html") as tmp:
+        fig.write_html(tmp, include_plotlyjs="directory")
     trained = [r for r in rows if r["status"] == "trained" and r["accuracy"] is not None]
     hist = go.Figure(go.Scatter(x=[r["number"] for r in trained], y=[r["accuracy"] for r in trained],
                                 mode="markers", name="trained trial"))
     hist.update_layout(xaxis_title="trial number", yaxis_title=METRICS["accuracy"].axis)
-    hist.write_html(run_dir / "history.html", include_plotlyjs="directory")
+    with atomic_path(run_dir / "history.html") as tmp:
+        hist.write_html(tmp, include_plotlyjs="directory")
     return {"pareto.html": run_dir / "pareto.html", "history.html": run_dir / "history.html"}

@@ -157,7 +157,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     if config.run.resume:
         run.check_resume(config)  # a foreign or corrupt directory stops here, untouched
         run.lock()  # no other search may use it from here on
-        run.repair_journal(config.run.storage)
+        run.repair_journal(config.run.storage, check=run.check_complete)  # a damaged journal stops here, untouched
     else:
         _check_output(run.path)
         if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
@@ -235,7 +235,7 @@ def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
         except Exception as err:  # noqa: BLE001 - any storage that cannot be read is reported, not repaired
             raise UserError(f"cannot read the study storage of {run.path} ({type(err).__name__}: {err}); the run "
                             f"directory was left as it is") from None
-        run.check_complete(study.get_trials(deepcopy=False))
+        run.check_complete(study.get_trials(deepcopy=False))  # storages that are not a journal file, too
         recovered = recover_interrupted(config, run.path)
         if any(recovered.values()):
             _log.info("resume: %d trial(s) completed from their records, %d interrupted trial(s) queued again",

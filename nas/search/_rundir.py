@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Iterator
 
 from cvt import UserError
 
+from .._paths import atomic_path
 from ._config import SearchConfig
 
 __all__ = ["RunDir", "DeviceLock", "open_storage"]
@@ -108,9 +108,8 @@ class RunDir:
         """Write ``run.json``: last, once the study exists, so a directory with a manifest can always resume."""
         manifest = {"tool": TOOL, "version": _version(), "created": _now(), "study_name": config.name,
                     "config": config.to_dict(), **extra}  # the config carries its layout version
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, self.manifest_path)  # a crash never leaves half a manifest
+        with atomic_path(self.manifest_path) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
     def read_manifest(self) -> dict[str, Any]:
         """The manifest; UserError if this is not (or no longer) a cvt-nas run directory."""
@@ -184,20 +183,18 @@ class RunDir:
             self._lock_file.close()
             self._lock_file = None
 
-    def repair_journal(self, spec: str | None) -> None:
+    def repair_journal(self, spec: str | None, check: Any = None) -> None:
         """Make a journal left by a killed process appendable again (run lock held, so nobody else writes).
 
         A ``kill -9`` can leave the journal's lock file behind and, in the middle of a write, a last line
         without its newline; both are harmless to remove once no search process is alive. Any other
-        undecodable line means the file is corrupt: that is reported, nothing is changed.
+        undecodable line means the file is corrupt: that is reported, nothing is changed. ``check`` (given
+        the trials the complete records hold) may refuse the journal before the torn record is dropped, so
+        a refused journal stays byte for byte as it was.
         """
         path = journal_path(spec, self.path)
         if path is None or not path.exists():
             return
-        stale = Path(str(path) + ".lock")
-        if stale.is_symlink() or stale.exists():
-            _log.warning("removing the stale journal lock %s left by a killed process", stale)
-            stale.unlink()
         data = path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]
         for number, line in enumerate(complete.splitlines(), start=1):
@@ -206,11 +203,31 @@ class RunDir:
             except ValueError:
                 raise UserError(f"{path} is corrupt at line {number} (not an Optuna journal record); the run "
                                 f"directory was left as it is") from None
+        if check is not None:
+            check(_trials_of(complete, spec))
+        stale = Path(str(path) + ".lock")
+        if stale.is_symlink() or stale.exists():
+            _log.warning("removing the stale journal lock %s left by a killed process", stale)
+            stale.unlink()
         if len(complete) != len(data):
             _log.warning("dropping an unfinished record at the end of %s (written when the search was killed)",
                          path)
             with open(path, "r+b") as f:
                 f.truncate(len(complete))
+
+
+def _trials_of(journal: bytes, spec: str | None) -> list[Any]:
+    """The trials that the journal records ``journal`` hold (read from a private copy)."""
+    import tempfile
+
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / JOURNAL
+        copy.write_bytes(journal)
+        storage = open_storage(str(copy), Path(tmp))
+        return [t for s in optuna.get_all_study_summaries(storage) for t in
+                optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)]
 
 
 @contextlib.contextmanager
