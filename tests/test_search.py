@@ -599,3 +599,23 @@ def test_an_unusable_storage_is_one_line_and_leaves_no_run_directory(tmp_path, t
     code, _, stderr = cli(tiny_args(tiny_space, out, 1), capsys)
     assert code == 0, stderr
     assert (out / "run.json").is_file() and len(read_csv(out / "trials.csv")) >= 1
+
+
+@pytest.mark.parametrize("when", ["run directory made", "journal made", "run.json written"])
+def test_a_search_killed_during_start_up_starts_again_or_resumes(tmp_path, tiny_space, when):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nas.search", *tiny_args(tiny_space, out, 1)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    marker = {"run directory made": out, "journal made": out / "study.journal", "run.json written": out / "run.json"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not marker[when].exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    fresh = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    if fresh.returncode != 0:  # a run that had started: it says to resume, and resuming works
+        assert "--resume" in fresh.stderr, fresh.stderr
+        resumed = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+    assert sum(r["status"] == "trained" for r in read_csv(out / "trials.csv")) == 1

@@ -73,7 +73,8 @@ class RunDir:
         if not self.path.is_dir() or self.manifest_path.exists():
             return None
         files = list(self.path.iterdir())
-        if all(p.is_file() and (p.name.startswith(".") or p.name == JOURNAL) for p in files):
+        ours = (JOURNAL, JOURNAL + ".lock")  # the journal and the lock Optuna takes while writing it
+        if all((p.is_file() or p.is_symlink()) and (p.name.startswith(".") or p.name in ours) for p in files):
             return files
         return None
 
