@@ -14,6 +14,7 @@ and is registered with :func:`register_estimator`; ``--estimator NAME`` then sel
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, ClassVar
 
@@ -78,9 +79,8 @@ class TrainingFree(AccuracyEstimator):
                            proxy=self.settings.to_dict(), dataset=dataset.description)
 
 
-ESTIMATORS: dict[str, Callable[[ProxyConfig], AccuracyEstimator]] = {"proxy": ProxyTraining}
-for _name in zero_cost.SCORES:
-    ESTIMATORS[_name] = lambda settings, _name=_name: TrainingFree(settings, _name)
+ESTIMATORS: dict[str, Callable[[ProxyConfig], AccuracyEstimator]] = {
+    "proxy": ProxyTraining, **{name: functools.partial(TrainingFree, score=name) for name in zero_cost.SCORES}}
 
 
 def register_estimator(name: str, factory: Callable[[ProxyConfig], AccuracyEstimator]) -> None:
