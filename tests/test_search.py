@@ -68,6 +68,11 @@ def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def search_command(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run ``python -m nas.search ARGS`` in a process of its own."""
+    return [sys.executable, "-m", "nas.search", *args], {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 def snapshot(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
@@ -216,8 +221,7 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, tiny_space):
     out = tmp_path / "run"
     # Two epochs on more images, so the search is killed in the middle of a training.
     args = tiny_args(tiny_space, out, 3) + ["--proxy-epochs", "2", "--proxy-train-subset", "256"]
-    cmd = [sys.executable, "-m", "nas.search", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd, env = search_command(args)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = out / "study.journal"
     deadline = time.time() + 120
@@ -267,8 +271,7 @@ def test_a_killed_worker_is_replaced_and_its_trial_queued_again(tmp_path, tiny_s
     out = tmp_path / "run"
     args = tiny_args(tiny_space, out, 4, "--workers", "2", "--threads", "2", "--proxy-epochs", "3",
                      "--proxy-train-subset", "256")
-    cmd = [sys.executable, "-m", "nas.search", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd, env = search_command(args)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = out / "study.journal"
     deadline = time.time() + 120
@@ -604,8 +607,7 @@ def test_an_unusable_storage_is_one_line_and_leaves_no_run_directory(tmp_path, t
 @pytest.mark.parametrize("when", ["run directory made", "journal made", "run.json written"])
 def test_a_search_killed_during_start_up_starts_again_or_resumes(tmp_path, tiny_space, when):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.search", *tiny_args(tiny_space, out, 1)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd, env = search_command(tiny_args(tiny_space, out, 1))
     marker = {"run directory made": out, "journal made": out / "study.journal", "run.json written": out / "run.json"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
