@@ -1,15 +1,17 @@
 """Estimator fidelity against the ranking oracle: which estimator ranks the band best, per CPU-second.
 
 For the in-band architectures of an oracle file (``benchmarks/ranking_oracle.py``) it measures every
-estimator the search can use (``nas.estimators``): the default proxy training and the same at 2x, 4x and
-8x its epochs (the rungs of a multi-fidelity search), and the training-free scores (NASWOT, synflow,
-grad_norm, DSS). It prints, per estimator: Kendall tau against the oracle within the band, the regret of
-trusting its top-1 (oracle points lost), whether the oracle's best is in its top 3, and the median seconds
-per candidate; always beside the size baselines (params, MACs), random order and the noise ceiling.
-The oracle's truth is each architecture's mean accuracy over the seeds it has.
+estimator the search can use (``nas.estimators``): the default proxy training, the rungs of a multi-fidelity
+search at 2x, 4x and 8x its budget (``nas.proxy.RungSchedule``: each rung continues the one below on twice the
+images), and the training-free scores (NASWOT, synflow, grad_norm, DSS). It prints, per estimator: Kendall
+tau against the oracle within the band, the regret of trusting its top-1 (oracle points lost), whether the
+oracle's best is in its top 3, and the median seconds per candidate (for a rung, all rungs up to it); always
+beside the size baselines (params, MACs), random order and the noise ceiling. The oracle's truth is each
+architecture's mean accuracy over the seeds it has.
 
-Results go to ``--out`` after every estimate; a rerun skips what is done, ``--shard K/N`` takes a
-cost-balanced share and ``--merge`` joins shard files.
+Results go to ``--out`` after every estimate; a rerun skips what is done (a rung resumes from its checkpoint
+in ``--checkpoints``), ``--shard K/N`` takes a MACs-balanced share of the architectures and ``--merge`` joins
+shard files.
 
     python benchmarks/estimator_fidelity.py --oracle experiments/results/ranking-oracle/cvt-4gflops.json \\
         --out experiments/results/ranking-oracle/estimates-cvt-4gflops.json --threads 1
@@ -17,6 +19,8 @@ cost-balanced share and ``--merge`` joins shard files.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 import time
@@ -27,30 +31,56 @@ import cvt
 from cvt import UserError
 from nas.cli import ArgumentParser, add_job_options, run_main
 from nas.cost import analytic_macs
-from nas.data import load_dataset
+from nas.data import Dataset, default_cache_dir, load_dataset
 from nas.estimators import make_estimator
-from nas.proxy import ProxyConfig, TrainingFailed, proxy_model_config, zero_cost
+from nas.proxy import ProxyConfig, RungSchedule, TrainingFailed, proxy_model_config, train_rung, zero_cost
 from nas.ranking import (EstimateStore, Fidelity, OracleStore, balanced_shard, fidelity, noise_ceiling, oracle_truth,
                          random_fidelity)
 from search_spaces import get_space
 
-RUNGS = (1, 2, 4, 8)  # proxy epochs x this: the rungs of a multi-fidelity search
-ESTIMATORS = tuple(f"proxy-{k}x" if k > 1 else "proxy" for k in RUNGS) + tuple(zero_cost.SCORES)
+RUNGS = RungSchedule((1, 2, 4, 8), growth="data")  # the proxy's budget x these: a multi-fidelity search's rungs
+LADDER = tuple(f"proxy-{k}x" if k > 1 else "proxy" for k in RUNGS.multiples)
+ESTIMATORS = LADDER + tuple(zero_cost.SCORES)
 SIZES = ("params", "macs")  # from the oracle's records: free
 QUICK = {"epochs": 1, "train_subset": 128, "val_subset": 64, "width_mult": 0.25}
 
 
-def _settings(name: str, base: ProxyConfig) -> tuple[str, ProxyConfig]:
-    """(estimator registered in nas.estimators, its settings) for a benchmark estimator name."""
-    if name.startswith("proxy"):
-        factor = int(name[len("proxy-"):-1]) if name != "proxy" else 1
-        return "proxy", base.replace(epochs=base.epochs * factor)
-    return name, base
+def _climb(store: EstimateStore, config: object, dataset: Dataset, base: ProxyConfig, top: int, directory: Path,
+           arch_id: str, architecture: dict, label: str) -> None:
+    """Train one architecture up the rungs to ``top``, recording each rung (seconds: all rungs so far)."""
+    # Resume from the highest rung kept whose lower rungs are all recorded.
+    first = max((r for r in range(top + 1) if (directory / f"rung-{r}.pt").exists()
+                 and all(store.has(arch_id, LADDER[q]) for q in range(r))), default=0)
+    seconds = store.get(arch_id, LADDER[first - 1])["seconds"] if first else 0.0
+    for rung in range(first, top + 1):
+        name = LADDER[rung]
+        start = time.perf_counter()
+        try:
+            result = train_rung(config, dataset, base, RUNGS, rung, directory)
+        except TrainingFailed as err:
+            print(f"  {name} failed: {err.reason}", flush=True)
+            _record(store, arch_id, name, math.nan, time.perf_counter() - start, architecture, label)
+            return
+        seconds += result.wall_time_s
+        earlier = store.get(arch_id, name)
+        if earlier is not None and not math.isclose(earlier["value"], result.accuracy, abs_tol=1e-9):
+            print(f"  note: {name} retrained at {result.accuracy:.4g}, recorded {earlier['value']:.4g} "
+                  f"(other threads or machine); the recorded value stays", flush=True)
+        if earlier is None:
+            _record(store, arch_id, name, result.accuracy, seconds, architecture, label)
+        if rung > 0:  # only the top checkpoint is needed to climb further
+            (directory / f"rung-{rung - 1}.pt").unlink(missing_ok=True)
 
 
-def _cost(name: str, macs: float, base: ProxyConfig) -> float:
-    # Training cost grows with MACs x epochs; a training-free score is one batch.
-    return macs * (_settings(name, base)[1].epochs if name.startswith("proxy") else 0.01)
+def _fingerprint(identity: dict) -> str:
+    blob = json.dumps({"identity": identity, "rungs": RUNGS.to_dict()}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _record(store: EstimateStore, arch_id: str, name: str, value: float, seconds: float, architecture: dict,
+            label: str) -> None:
+    store.put(arch_id, name, {"value": value, "seconds": seconds}, architecture)
+    print(f"{label} {name}: {value:.4g} ({seconds:.1f} s)", flush=True)
 
 
 def print_table(rows: list[Fidelity], label: str) -> None:
@@ -69,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"estimators to measure (default all: {', '.join(ESTIMATORS)})")
     add_job_options(parser, "estimates")
     parser.add_argument("--report", action="store_true", help="print the table only; measure nothing")
+    parser.add_argument("--checkpoints", type=Path, default=None, metavar="DIR",
+                        help="where the rungs' checkpoints live (default: the cache, keyed by these settings)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: proxy settings {QUICK}")
     args = parser.parse_args(argv)
     unknown = [e for e in args.estimators if e not in ESTIMATORS]
@@ -100,22 +132,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = {a: family.config_cls.from_dict(r["config"]) for a, r in band.items()}
     macs = {a: analytic_macs(proxy_model_config(c, base, in_chans=dataset.in_chans), base.resolution,
                              num_classes=dataset.num_classes) for a, c in configs.items()}
-    work = [(name, a) for name in args.estimators for a in sorted(band)]
-    mine = [work[i] for i in balanced_shard([_cost(n, macs[a], base) for n, a in work], *args.shard)]
-    todo = [] if args.report else [(n, a) for n, a in mine if not store.has(a, n)]
-    print(f"{len(band)} architectures in the band of {args.oracle}; {len(todo)} estimate(s) to make in shard "
-          f"{args.shard[0]}/{args.shard[1]}", flush=True)
-    for i, (name, arch_id) in enumerate(todo, 1):
-        registered, settings = _settings(name, base)
-        start = time.perf_counter()
-        try:
-            value = make_estimator(registered, settings).estimate(configs[arch_id], dataset).accuracy
-        except TrainingFailed as err:
-            print(f"  {name} {arch_id} failed: {err.reason}", flush=True)
-            value = math.nan
-        seconds = time.perf_counter() - start
-        store.put(arch_id, name, {"value": value, "seconds": seconds}, band[arch_id])
-        print(f"[{i}/{len(todo)}] {name} {band[arch_id]['name']} {arch_id}: {value:.4g} ({seconds:.1f} s)", flush=True)
+    archs = sorted(band)
+    # Shares by architecture and MACs only, so that every run gives an architecture (and its rungs) the same shard.
+    mine = [archs[i] for i in balanced_shard([macs[a] for a in archs], *args.shard)]
+    todo = [] if args.report else [(a, [n for n in args.estimators if not store.has(a, n)]) for a in mine]
+    todo = [(a, names) for a, names in todo if names]
+    checkpoints = args.checkpoints or default_cache_dir() / "rungs" / _fingerprint(identity)
+    print(f"{len(band)} architectures in the band of {args.oracle}; {sum(len(n) for _, n in todo)} estimate(s) to "
+          f"make for {len(todo)} of them in shard {args.shard[0]}/{args.shard[1]}", flush=True)
+    for i, (arch_id, names) in enumerate(todo, 1):
+        label = f"[{i}/{len(todo)}] {band[arch_id]['name']} {arch_id}"
+        for name in names:
+            if name not in LADDER:
+                start = time.perf_counter()
+                value = make_estimator(name, base).estimate(configs[arch_id], dataset).accuracy
+                _record(store, arch_id, name, value, time.perf_counter() - start, band[arch_id], label)
+        ladder = [LADDER.index(n) for n in names if n in LADDER]
+        if ladder:
+            _climb(store, configs[arch_id], dataset, base, max(ladder), checkpoints / arch_id, arch_id,
+                   band[arch_id], label)
 
     truth = oracle_truth(oracle, sorted(band))
     rows = [fidelity(name, store.values(name), truth, store.seconds(name)) for name in args.estimators]

@@ -11,7 +11,8 @@ from torch import nn
 import cvt
 from cvt import UserError
 from nas.data import load_dataset
-from nas.proxy import GPU_DEFAULTS, ProxyConfig, TrainingFailed, proxy_model_config, scale_width, train_proxy, zero_cost
+from nas.proxy import (GPU_DEFAULTS, ProxyConfig, RungSchedule, TrainingFailed, proxy_model_config, scale_width,
+                       train_proxy, train_rung, zero_cost)
 
 TINY_CVT = cvt.CvTConfig(depths=(1, 1, 1), embed_dims=(16, 32, 64), num_heads=(1, 2, 4),
                          drop_path_rate=(0.0, 0.0, 0.1))
@@ -219,3 +220,59 @@ def test_dss_scores_attention_by_nuclear_norms_and_other_linears_by_saliency():
     expected = (torch.linalg.matrix_norm(grad_a, "nuc") * torch.linalg.matrix_norm(a, "nuc")
                 + (h * grad_h).abs().sum())
     assert zero_cost.dss(model, torch.zeros(3, 4)) == pytest.approx(math.log10(float(expected)))
+
+
+def test_checkpoint_resumes_a_killed_training_bit_for_bit(synthetic, tmp_path):
+    settings = ProxyConfig(epochs=3, train_subset=256, val_subset=128, threads=1, mixup=0.2)
+    whole = train_proxy(TINY_CVT, synthetic, settings)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_two(epoch, accuracy):
+        if epoch == 2:
+            raise Killed
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        train_proxy(TINY_CVT, synthetic, settings, checkpoint=path, report=kill_in_epoch_two)
+    assert [h["epoch"] for h in torch.load(path, weights_only=False)["history"]] == [1]  # epoch 2 was lost
+    resumed = train_proxy(TINY_CVT, synthetic, settings, checkpoint=path)
+    assert [h["accuracy"] for h in resumed.history] == [h["accuracy"] for h in whole.history]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    # A finished checkpoint returns its result without training; other settings are refused.
+    calls = []
+    again = train_proxy(TINY_CVT, synthetic, settings, checkpoint=path, report=lambda e, a: calls.append(e))
+    assert again.accuracy == whole.accuracy and calls == []
+    with pytest.raises(UserError, match="other settings"):
+        train_proxy(TINY_CVT, synthetic, settings.replace(lr=2e-3), checkpoint=path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable proxy checkpoint"):
+        train_proxy(TINY_CVT, synthetic, settings, checkpoint=path)
+
+
+def test_rungs_continue_the_lower_rung_with_more_data(synthetic, tmp_path):
+    base = ProxyConfig(epochs=2, train_subset=128, val_subset=64, threads=1)
+    schedule = RungSchedule((1, 2, 4))
+    up = schedule.settings(base, 2)
+    assert (up.train_subset, up.val_subset, up.steps) == (512, 256, 2 * (2 * (128 // 64)))
+    assert 0 < up.warmup_epochs < 1
+    epochs = RungSchedule((1, 3), growth="epochs").settings(base, 1)
+    assert (epochs.train_subset, epochs.epochs, epochs.val_subset) == (128, 4, 192)
+    with pytest.raises(UserError, match="checkpoint .* is missing"):
+        train_rung(TINY_CVT, synthetic, base, schedule, 1, tmp_path)
+    first = train_rung(TINY_CVT, synthetic, base, schedule, 0, tmp_path)
+    assert first.accuracy == train_proxy(TINY_CVT, synthetic, base).accuracy  # rung 0 is the plain proxy
+    second = train_rung(TINY_CVT, synthetic, base, schedule, 1, tmp_path)
+    assert second.steps_completed == schedule.settings(base, 1).steps
+    # Continuing differs from a fresh training of the same settings: the weights carried over.
+    fresh = train_proxy(TINY_CVT, synthetic, schedule.settings(base, 1))
+    assert second.history[0]["train_loss"] < fresh.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("multiples, growth, message", [
+    ((2, 4), "data", "starting at 1"), ((1, 1), "data", "increasing"), ((1, 2), "width", "growth"),
+])
+def test_rung_schedule_rejects_bad_values(multiples, growth, message):
+    with pytest.raises(UserError, match=message):
+        RungSchedule(multiples, growth=growth)

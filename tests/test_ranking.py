@@ -176,14 +176,17 @@ def quick_oracle(oracle_script, tmp_path_factory):
 def test_estimator_fidelity_measures_resumes_and_merges(quick_oracle, tmp_path, capsys):
     bench = load_script("estimator_fidelity")
     args = ["--oracle", str(quick_oracle), "--quick", "--data", "synthetic", "--threads", "1",
-            "--estimators", "proxy", "naswot"]
+            "--estimators", "proxy-2x", "naswot", "--checkpoints", str(tmp_path / "rungs")]
     whole = tmp_path / "e.json"
     assert bench.main(args + ["--out", str(whole)]) == 0
     text = capsys.readouterr().out
-    for row in ("| proxy |", "| naswot |", "| params |", "| macs |", "| random |", "noise ceiling"):
+    for row in ("| proxy-2x |", "| naswot |", "| params |", "| macs |", "| random |", "noise ceiling"):
         assert row in text
     results = json.loads(whole.read_text())["results"]
-    assert len(results) == 5 and all(set(r) == {"proxy", "naswot"} for r in results.values())
+    # The 2x rung climbs from the base rung, which is recorded on the way; only the top checkpoint stays.
+    assert len(results) == 5 and all(set(r) == {"proxy", "proxy-2x", "naswot"} for r in results.values())
+    assert all(r["proxy-2x"]["seconds"] > r["proxy"]["seconds"] for r in results.values())
+    assert sorted(p.name for p in (tmp_path / "rungs").rglob("*.pt")) == ["rung-1.pt"] * 5
     assert bench.main(args + ["--out", str(whole)]) == 0
     assert "0 estimate(s) to make" in capsys.readouterr().out
     parts = [tmp_path / f"{k}.json" for k in range(2)]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -20,12 +22,15 @@ import timm.scheduler
 import torch
 from timm.data import Mixup
 
+from cvt import UserError
+
+from .._paths import atomic_path
 from ..data import Dataset
 from ..devices import resolve_device
 from ._config import ProxyConfig
 from ._setup import build_proxy_model, normalize, seeded_run, select_data
 
-__all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn"]
+__all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn", "read_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +122,12 @@ class _NumpyStream:
             self._state = np.random.get_state()
             np.random.set_state(saved)
 
+    def get_state(self) -> Any:
+        return self._state
+
+    def set_state(self, state: Any) -> None:
+        self._state = state
+
 
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, data: Dataset,
@@ -159,8 +170,28 @@ def _step(model: torch.nn.Module, optimizer: Any, loss_fn: torch.nn.Module, x: t
     return value
 
 
+CHECKPOINT_FORMAT = "cvt-nas proxy checkpoint"
+
+
+def _settings_key(proxy: ProxyConfig) -> dict[str, Any]:
+    """What a checkpoint must share with the settings that continue it (where it runs may differ)."""
+    return {k: v for k, v in proxy.to_dict().items() if k not in ("device", "threads", "eval_batch_size")}
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A proxy checkpoint written by :func:`train_proxy` (``UserError`` naming the file when it is not one)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path}: not a readable proxy checkpoint ({err}); delete it to train from the start") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a proxy checkpoint; delete it or choose another path")
+    return state
+
+
 def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None = None, *,
-                report: ReportFn | None = None) -> ProxyResult:
+                report: ReportFn | None = None, checkpoint: Path | None = None,
+                start_from: Path | None = None) -> ProxyResult:
     """Train a candidate briefly on ``dataset`` and measure its top-1 validation accuracy.
 
     Args:
@@ -171,13 +202,18 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
         proxy: the settings; defaults to ``ProxyConfig()``.
         report: called as ``report(epoch, accuracy)`` after every epoch (1-based); returning True stops
             training (Optuna pruners, ASHA). Exceptions it raises (e.g. ``optuna.TrialPruned``) propagate.
+        checkpoint: written (atomically) after every epoch: weights, optimizer, random streams, history. When
+            it exists, training resumes after its last epoch (a finished one returns its result at once), so a
+            killed run loses at most the epoch in progress; it must come from the same settings.
+        start_from: the checkpoint of another training (a lower rung) whose weights and optimizer state this
+            one continues from, under its own settings and schedule.
 
     Returns:
         A :class:`ProxyResult`.
 
     Raises:
         TrainingFailed: non-finite loss (stops at once) or out of memory.
-        UserError: settings that do not fit the data or the machine.
+        UserError: settings that do not fit the data or the machine; a checkpoint from other settings.
 
     Example:
         >>> import cvt
@@ -190,6 +226,10 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
     proxy = proxy or ProxyConfig()
     start = time.perf_counter()
     device = resolve_device(proxy.device, "proxy device")
+    saved = read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None
+    if saved is not None and saved["settings"] != _settings_key(proxy):
+        raise UserError(f"{checkpoint}: written by a training with other settings; delete it or choose another path")
+    origin = read_checkpoint(start_from) if start_from is not None and saved is None else None
     data = select_data(dataset, proxy)
     on_gpu = device.type == "cuda"
     amp, channels_last = proxy.amp and on_gpu, proxy.channels_last and on_gpu
@@ -201,6 +241,7 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
     total_steps = proxy.steps or proxy.epochs * steps_per_epoch
     # At most half the budget warms up, so that short step budgets still decay.
     warmup_steps = min(round(proxy.warmup_epochs * steps_per_epoch), total_steps // 2)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
     epoch, step = 1, 0
 
     with seeded_run(proxy, device) as threads:
@@ -211,6 +252,21 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
             optimizer, scheduler, loss_fn, mixup = _optimization(model, proxy, data, total_steps, warmup_steps)
             numpy_stream = _NumpyStream(proxy.seed)
             gen = torch.Generator().manual_seed(proxy.seed)
+            history: list[dict[str, float]] = []
+            stopped_early = False
+            train_time, timed_images, done = 0.0, 0, 0
+            for state in (origin, saved):
+                if state is not None:
+                    model.load_state_dict(state["model"])
+                    optimizer.load_state_dict(state["optimizer"])
+            if saved is not None:
+                gen.set_state(saved["generator"])
+                numpy_stream.set_state(saved["numpy"])
+                torch.set_rng_state(saved["torch"])
+                history, stopped_early = saved["history"], saved["stopped_early"]
+                train_time, timed_images, step = saved["train_time"], saved["timed_images"], saved["step"]
+                done = len(history)
+                start -= saved["elapsed_s"]
             train_x, train_y = data.train_x.to(device), data.train_y.to(device)
             pad = max(1, proxy.resolution // 8)  # 4 px at 32, as in the usual CIFAR recipe
 
@@ -223,11 +279,7 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
                         x, y = numpy_stream(mixup, x, y)
                     yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
-            history: list[dict[str, float]] = []
-            stopped_early = False
-            train_time, timed_images = 0.0, 0
-            num_epochs = math.ceil(total_steps / steps_per_epoch)
-            for epoch in range(1, num_epochs + 1):
+            for epoch in range(done + 1, 0 if stopped_early else num_epochs + 1):
                 model.train()
                 order = torch.randperm(n_train, generator=gen).to(device)
                 loss_sum, loss_count = 0.0, 0
@@ -253,8 +305,15 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
                                 "elapsed_s": time.perf_counter() - start})
                 logger.debug("proxy epoch %d: accuracy %.2f%%, loss %.4f", epoch, accuracy,
                              history[-1]["train_loss"])
-                if report is not None and report(epoch, accuracy):
-                    stopped_early = True
+                stopped_early = report is not None and bool(report(epoch, accuracy))
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, {
+                        "format": CHECKPOINT_FORMAT, "settings": _settings_key(proxy), "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+                        "numpy": numpy_stream.get_state(), "torch": torch.get_rng_state(), "history": history,
+                        "stopped_early": stopped_early, "step": step, "train_time": train_time,
+                        "timed_images": timed_images, "elapsed_s": time.perf_counter() - start})
+                if stopped_early:
                     break
         except TrainingFailed:
             raise
@@ -276,3 +335,9 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
         train_images_per_s=timed_images / train_time if train_time > 0 else float("nan"),
         num_params=sum(p.numel() for p in model.parameters()), device=str(device), threads=threads,
         proxy=proxy.to_dict(), dataset=data.description)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
