@@ -82,6 +82,7 @@ def run_one(args: Any, run_dir: Path, sampler: str, seed: int, proxy: dict[str, 
                                  # at 4 GFLOPs): let it sample until it has trained as many as the others.
                                  max_untrained=200 * args.trials, data=args.data, data_dir=args.data_dir,
                                  proxy=proxy, threads=args.threads, out=str(run_dir),
+                                 rungs="1", self_check=0,  # one proxy per candidate: the samplers compared alone
                                  resume=(run_dir / "run.json").is_file())
     print(f"== {sampler}, seed {seed}: {run_dir}", flush=True)
     result = run_search(config)

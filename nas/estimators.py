@@ -5,23 +5,25 @@ The backends never train or score a model themselves: :class:`nas.search.Evaluat
 :class:`nas.proxy.ProxyResult` (the ``accuracy`` field is the estimate; higher is better). Built in:
 
 * ``proxy`` (:class:`ProxyTraining`): a short training with the search's ``ProxyConfig``, reported
-  after every epoch, so a scheduler (ASHA) may stop it early.
+  after every epoch, so a scheduler (ASHA) may stop it early; at any rung of a multi-fidelity schedule
+  (``nas.proxy.RungSchedule``), continuing the rung below from its checkpoint.
 * ``naswot``, ``synflow``, ``grad_norm`` (:class:`TrainingFree`): a score at initialisation, no training;
   their "accuracy" is the score (how well each ranks: ``docs/performance.md``).
 
-A new estimator (multi-fidelity training, a weight-sharing supernet) subclasses :class:`AccuracyEstimator`
+A new estimator (a weight-sharing supernet, say) subclasses :class:`AccuracyEstimator`
 and is registered with :func:`register_estimator`; ``--estimator NAME`` then selects it.
 """
 from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from cvt import UserError
 
 from . import proxy
-from .proxy import ProxyConfig, ProxyResult, ReportFn, zero_cost
+from .proxy import ProxyConfig, ProxyResult, ReportFn, RungSchedule, zero_cost
 
 __all__ = ["AccuracyEstimator", "ProxyTraining", "TrainingFree", "ESTIMATORS", "register_estimator",
            "make_estimator"]
@@ -37,15 +39,25 @@ class AccuracyEstimator:
     Attributes:
         reports_epochs: whether :meth:`estimate` calls ``report`` per epoch (schedulers such as ASHA
             need it).
+        supports_rungs: whether it can estimate at a higher rung of a :class:`nas.proxy.RungSchedule`
+            (multi-fidelity promotion needs it).
     """
 
     reports_epochs: ClassVar[bool] = False
+    supports_rungs: ClassVar[bool] = False
 
     def __init__(self, settings: ProxyConfig):
         self.settings = settings
 
-    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None) -> ProxyResult:
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None, *,
+                 schedule: RungSchedule | None = None, rung: int = 0,
+                 directory: Path | None = None) -> ProxyResult:
         """The estimate for ``model_config`` on ``dataset``.
+
+        Args:
+            schedule, rung: estimate at this rung of ``schedule`` (rung 0, the base settings, when None).
+            directory: where this candidate's checkpoints live (an estimator that trains resumes from them
+                after a kill and continues lower rungs from them); None keeps nothing.
 
         Raises:
             nas.proxy.TrainingFailed: the estimate could not be made (diverged, out of memory).
@@ -57,9 +69,17 @@ class ProxyTraining(AccuracyEstimator):
     """A short training (:func:`nas.proxy.train_proxy`): top-1 validation accuracy after the last epoch."""
 
     reports_epochs = True
+    supports_rungs = True
 
-    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None) -> ProxyResult:
-        return proxy.train_proxy(model_config, dataset, self.settings, report=report)
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None, *,
+                 schedule: RungSchedule | None = None, rung: int = 0,
+                 directory: Path | None = None) -> ProxyResult:
+        if directory is None:
+            if rung:
+                raise ValueError("a rung above 0 continues a checkpoint: give the candidate's directory")
+            return proxy.train_proxy(model_config, dataset, self.settings, report=report)
+        return proxy.train_rung(model_config, dataset, self.settings, schedule or RungSchedule((1,)), rung,
+                                directory, report=report)
 
 
 class TrainingFree(AccuracyEstimator):
@@ -69,7 +89,11 @@ class TrainingFree(AccuracyEstimator):
         super().__init__(settings)
         self.score = score
 
-    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None) -> ProxyResult:
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None, *,
+                 schedule: RungSchedule | None = None, rung: int = 0,
+                 directory: Path | None = None) -> ProxyResult:
+        if rung:
+            raise ValueError(f"{self.score} is training-free: it has no rungs above 0")
         start = time.perf_counter()
         value = zero_cost.score(self.score, model_config, dataset, self.settings)
         wall = time.perf_counter() - start

@@ -43,6 +43,7 @@ class CCTSpace(SearchSpace):
     pooling: tuple[str, ...] = ("seqpool",)
     img_size: int = 32
     description: str = ""
+    reference: str = "cct_7_3x1_32"  # compared with by the self-check (a preset name or a model YAML)
     family: ClassVar[str] = "cct"
 
     def __post_init__(self) -> None:
@@ -108,8 +109,9 @@ def _cct_from_dict(data: dict, where: str) -> CCTSpace:
         raise UserError(f"{where}: options has unknown key(s) {', '.join(map(str, unknown))}; "
                         f"known: {', '.join(CCT_KEYS)}")
     kw = {key: _values(value, f"{where}: options.{key}") for key, value in options.items()}
+    extra = {"reference": data["reference"]} if "reference" in data else {}
     return CCTSpace(name=data["name"], img_size=data.get("img_size", 32), description=data.get("description", ""),
-                    **kw)
+                    **extra, **kw)
 
 
 _FAMILIES["cct"] = _cct_from_dict

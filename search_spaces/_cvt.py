@@ -110,6 +110,8 @@ class CvTSpace(SearchSpace):
         stages: options per stage.
         img_size: the resolution decoded configs are made for (``CvTConfig.img_size``).
         description: one line for listings.
+        reference: the hand-made member searches are compared with (a preset name or a model YAML; the
+            self-check shrinks it in width to fit the budget).
 
     Example:
         >>> space = CvTSpace("tiny", (StageOptions(depth=(1, 2), embed_dim=64, num_heads=1,
@@ -122,6 +124,7 @@ class CvTSpace(SearchSpace):
     stages: tuple[StageOptions, ...]
     img_size: int = 224
     description: str = ""
+    reference: str = "cvt_13"
     family: ClassVar[str] = "cvt"
 
     def __post_init__(self) -> None:

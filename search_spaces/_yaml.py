@@ -16,7 +16,7 @@ from ._space import SearchSpace
 
 __all__ = ["load_space", "space_from_dict"]
 
-_TOP_KEYS = ("name", "family", "description", "img_size", "stages")
+_TOP_KEYS = ("name", "family", "description", "img_size", "reference", "stages")
 _STAGE_KEYS = STAGE_KEYS + BLOCK_KEYS + ("drop_path_rate",)
 _REQUIRED_STAGE_KEYS = ("depth", "embed_dim", "num_heads")
 
@@ -65,8 +65,9 @@ def _cvt_from_dict(data: dict, where: str) -> CvTSpace:
         for key, value in stage.items():
             kw[key] = value if key == "drop_path_rate" else _values(value, f"{at}.{key}")
         options.append(StageOptions(**kw))
+    extra = {"reference": data["reference"]} if "reference" in data else {}
     return CvTSpace(name=data["name"], stages=tuple(options), img_size=data.get("img_size", 224),
-                    description=data.get("description", ""))
+                    description=data.get("description", ""), **extra)
 
 
 _FAMILIES["cvt"] = _cvt_from_dict

@@ -125,7 +125,8 @@ def test_bad_runs_are_one_line_exit_2(tmp_path, capsys):
         mp.setenv("CVT_NAS_OFFLINE", "1")
         mp.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
         result = run_search(SearchConfig.create(space="cvt13-nas", budget="3.125GFLOPs", trials=2, max_untrained=3,
-                                         sampler="random", data="synthetic", proxy=PROXY, out=str(empty)))
+                                                rungs="1", sampler="random", data="synthetic", proxy=PROXY,
+                                                out=str(empty)))
     assert result.best is None and result.summary["trained"] == 0
     capsys.readouterr()  # the search's own log lines
     before = sorted(p.name for p in empty.iterdir())

@@ -259,12 +259,15 @@ def test_rungs_continue_the_lower_rung_with_more_data(synthetic, tmp_path):
     assert 0 < up.warmup_epochs < 1
     epochs = RungSchedule((1, 3), growth="epochs").settings(base, 1)
     assert (epochs.train_subset, epochs.epochs, epochs.val_subset) == (128, 4, 192)
-    with pytest.raises(UserError, match="checkpoint .* is missing"):
-        train_rung(TINY_CVT, synthetic, base, schedule, 1, tmp_path)
     first = train_rung(TINY_CVT, synthetic, base, schedule, 0, tmp_path)
     assert first.accuracy == train_proxy(TINY_CVT, synthetic, base).accuracy  # rung 0 is the plain proxy
     second = train_rung(TINY_CVT, synthetic, base, schedule, 1, tmp_path)
     assert second.steps_completed == schedule.settings(base, 1).steps
+    # A rung whose lower checkpoint is gone trains the lower rung again first, to the same result.
+    climbed = train_rung(TINY_CVT, synthetic, base, schedule, 1, tmp_path / "fresh")
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["rung-0.pt", "rung-1.pt"]
+    assert [(h["accuracy"], h["train_loss"]) for h in climbed.history] == \
+        [(h["accuracy"], h["train_loss"]) for h in second.history]
     # Continuing differs from a fresh training of the same settings: the weights carried over.
     fresh = train_proxy(TINY_CVT, synthetic, schedule.settings(base, 1))
     assert second.history[0]["train_loss"] < fresh.history[0]["train_loss"]

@@ -143,8 +143,9 @@ def test_address_probe_rejects_bad_forms_and_non_ray_servers():
 
 @pytest.mark.parametrize("argv, message", [
     (["--scheduler", "asha", "--objectives", "macs,params"], "objectives macs,params leave out accuracy"),
-    (["--scheduler", "asha", "--proxy-epochs", "1"], "--scheduler asha needs at least 2 proxy epochs"),
-    (["--scheduler", "asha", "--proxy-steps", "10"], "--scheduler asha decides at epoch boundaries"),
+    (["--scheduler", "asha", "--rungs", "1", "--proxy-epochs", "1"], "--scheduler asha needs at least 2 proxy epochs"),
+    (["--scheduler", "asha", "--rungs", "1", "--proxy-steps", "10"], "--scheduler asha decides at epoch boundaries"),
+    (["--scheduler", "asha"], "--scheduler asha and promotion (--rungs) both decide"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial -1.0: expected a number >= 0"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial 0.0: expected a number > 0"),
 ])
@@ -263,6 +264,24 @@ def test_trials_stopped_by_asha_are_pruned_and_never_on_the_front(ray_cluster, t
     assert not [p for p in (out / "exports").rglob("*.yaml") if p.stem.endswith(f"t{pruned.number:03d}")]
     row = next(r for r in read_csv(out / "trials.csv") if int(r["number"]) == pruned.number)
     assert row["status"] == "pruned" and row["epochs"] == "1"
+
+
+def test_promotion_runs_as_tune_trials_and_the_front_holds_only_finished_rungs(ray_cluster, tiny_space, tmp_path,
+                                                                               capsys):
+    out = tmp_path / "run"
+    code, err = cli(ray_args(tiny_space, out, 4, "--rungs", "1,2", "--workers", "2", "--self-check", "0"), capsys)
+    assert code == 0, err
+    rows = read_csv(out / "trials.csv")
+    trained = [r for r in rows if r["status"] == "trained"]
+    assert sorted(r["rung"] for r in trained) == ["0"] * 4 + ["1"] * 2
+    promoted = [r for r in trained if r["rung"] == "1"]
+    assert {r["root"] for r in promoted} < {r["number"] for r in trained if r["rung"] == "0"}
+    assert all((out / "checkpoints" / r["arch_id"] / "rung-1.pt").is_file() for r in promoted)
+    # Every front row is a finished training; a promoted architecture appears at its rung 1 only.
+    front = read_csv(out / "pareto.csv")
+    assert {r["status"] for r in front} == {"trained"}
+    assert not {r["root"] for r in front if r["rung"] == "0"} & {r["root"] for r in promoted}
+    assert front[0]["rung"] == "1"
 
 
 def test_resume_after_the_driver_is_killed(ray_cluster, tiny_space, tmp_path, capsys):

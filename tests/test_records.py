@@ -12,7 +12,7 @@ from nas.metrics import COSTS, METRICS
 from nas.search import SearchConfig
 from nas.search._config import BUDGETED, option_fields, parse_duration
 from nas.search._options import build_parser
-from nas.search._records import CSV_COLUMNS, objective_values, pareto_rows, values_from_attrs
+from nas.search._records import CSV_COLUMNS, highest_rungs, objective_values, pareto_rows, values_from_attrs
 from nas.search._rundir import open_storage
 from nas.search._samplers import make_sampler
 from nas.search._trials import count_trials, recover_interrupted, stop_reason
@@ -67,6 +67,16 @@ def test_pareto_rows_keep_non_dominated_trained_feasible_once_per_architecture()
     assert pareto_rows([_row(0, float("nan"), 1e9)], ["accuracy", "macs"]) == []
 
 
+def test_the_front_takes_each_architecture_at_its_highest_rung_and_decides_at_the_top():
+    rows = [_row(0, 60.0, 3e9), _row(1, 58.0, 2e9), _row(2, 61.0, 1.5e9), _row(5, 70.0, 2e9),
+            {**_row(3, 64.0, 2e9, arch="a1"), "rung": 1},  # a1 promoted: its rung-1 accuracy replaces 58
+            {**_row(4, 59.0, 3e9, arch="a0"), "rung": 1}]  # a0 promoted: dominated by a1 at its rung
+    front = pareto_rows(rows, ["accuracy", "macs"])
+    # a5's 70% after less training cannot dominate a1 at rung 1, nor outrank it: the pick is a1.
+    assert [(r["number"], r.get("rung", 0)) for r in front] == [(3, 1), (5, 0), (2, 0)]
+    assert [r["number"] for r in highest_rungs(rows)] == [2, 3, 4, 5]
+
+
 # ------------------------------------------------------------------ counting and stopping
 def _trial(state, **attrs):
     return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs,
@@ -81,7 +91,13 @@ def test_count_trials_and_stop_reason():
               _trial("RUNNING"), _trial("WAITING"), _trial("FAIL", status="interrupted")]
     counts = count_trials(trials)
     assert counts == {"trainings": 3, "trained": 1, "pruned": 1, "failed": 2, "untrained": 3, "duplicates": 1,
-                      "running": 1, "costed": 4, "feasible": 3, "interrupted": 1}
+                      "running": 1, "costed": 4, "feasible": 3, "interrupted": 1, "promotions": 0, "promoting": 0,
+                      "per_rung": [1]}
+    promotions = [_trial("COMPLETE", status="trained", arch_id="a", rung=1), _trial("RUNNING", rung=2),
+                  _trial("FAIL", status="failed", rung=1), _trial("FAIL", status="interrupted", rung=1)]
+    more = count_trials(trials + promotions)  # promotions count apart: --trials counts first-rung trainings
+    assert {k: more[k] for k in ("trainings", "running", "promotions", "promoting", "failed", "per_rung")} == \
+        {"trainings": 3, "running": 1, "promotions": 1, "promoting": 1, "failed": 3, "per_rung": [1, 1]}
     config = SearchConfig.create(trials=4, max_untrained=10)
     assert stop_reason(config, counts, None) == "wait"  # 3 done + 1 running fill the 4 slots
     assert stop_reason(config, {**counts, "running": 0}, None) is None

@@ -27,8 +27,9 @@ from conftest import TINY_SPACE
 
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_PROXY = ["--data", "synthetic", "--proxy-epochs", "1", "--proxy-train-subset", "64", "--proxy-val-subset", "32",
-              "--proxy-batch-size", "32", "--threads", "1"]
+TINY_TRAINING = ["--data", "synthetic", "--proxy-epochs", "1", "--proxy-train-subset", "64", "--proxy-val-subset",
+                 "32", "--proxy-batch-size", "32", "--threads", "1"]
+TINY_PROXY = TINY_TRAINING + ["--rungs", "1"]  # one rung: tests of everything but promotion (test_promotion.py)
 
 
 @pytest.fixture(autouse=True)
@@ -80,14 +81,17 @@ def snapshot(path: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------------------- the main job
 def test_search_cvt13_nas_within_budget_and_exports_load(tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, stderr = cli(["--space", "cvt13-nas", "--budget", "4GFLOPs", "--trials", "2", "--out", str(out),
-                                *TINY_PROXY], capsys)
+    code, stdout, stderr = cli(["--space", "cvt13-nas", "--budget", "4GFLOPs", "--trials", "4", "--out", str(out),
+                                *TINY_TRAINING], capsys)
     assert code == 0, stderr
     assert "optuna-dashboard" in stderr and "224x224" in stderr and "32x32" in stderr
     rows = read_csv(out / "trials.csv")
     trained = [r for r in rows if r["status"] == "trained"]
     over = [r for r in rows if r["status"] == "over_budget"]
-    assert len(trained) == 2
+    # The default promotion: 4 candidates at the first rung, the best 2 at the second, the best of those at the top.
+    assert sorted(r["rung"] for r in trained) == ["0"] * 4 + ["1"] * 2 + ["2"]
+    promoted = next(r for r in trained if r["rung"] == "2")
+    assert promoted["root"] in {r["root"] for r in trained if r["rung"] == "1"}
     for r in trained:  # every trained candidate is within budget, and its costs are right
         assert int(r["macs"]) <= 4e9 and r["feasible"] == "True" and 0.0 <= float(r["accuracy"]) <= 100.0
         config = CvTConfig.from_dict(json.loads(r["model_config"]))
@@ -114,9 +118,9 @@ def test_search_cvt13_nas_within_budget_and_exports_load(tmp_path, capsys):
         with torch.no_grad():
             assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
     best = list((out / "exports" / "best").glob("*.yaml"))
-    top = max(trained, key=lambda r: float(r["accuracy"]))["accuracy"]
     assert len(best) == 1 and best[0].name in {p.name for p in exports}
-    assert next(r for r in rows if best[0].stem.endswith(f"t{int(r['number']):03d}"))["accuracy"] == top
+    assert best[0].stem.endswith(f"t{int(promoted['number']):03d}")  # the highest rung decides
+    assert "fidelity: rung 2 of 0-2, 4x the proxy budget" in best[0].read_text()
 
 
 def test_recipe_keys_mirror_options_and_command_line_wins(tmp_path):
@@ -145,7 +149,7 @@ def test_every_shipped_recipe_parses():
 def test_failed_trial_is_recorded_and_search_goes_on(tmp_path, tiny_space, monkeypatch, capsys):
     import nas.proxy
 
-    real, calls = nas.proxy.train_proxy, []
+    real, calls = nas.proxy.train_rung, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -155,7 +159,7 @@ def test_failed_trial_is_recorded_and_search_goes_on(tmp_path, tiny_space, monke
             raise nas.proxy.TrainingFailed("loss became nan at epoch 1, step 3", kind="diverged", epoch=1, step=3)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nas.proxy, "train_proxy", flaky)
+    monkeypatch.setattr(nas.proxy, "train_rung", flaky)
     out = tmp_path / "run"
     code, _, stderr = cli(tiny_args(tiny_space, out, 4), capsys)
     assert code == 0, stderr
@@ -203,7 +207,8 @@ def test_two_workers_share_the_study(tmp_path, tiny_space):
     assert sum(r["status"] == "trained" for r in rows) == 4  # exactly --trials trainings, however many workers
     # Which worker trains what depends on process start-up times; both record into the one study.
     assert {r["worker"] for r in rows} <= {"0", "1"}
-    assert not [r for r in rows if r["state"] not in ("COMPLETE",)]
+    assert {r["state"] for r in rows if r["status"] != "over_budget"} == {"COMPLETE"}
+    assert {r["state"] for r in rows if r["status"] == "over_budget"} <= {"PRUNED"}  # off the dashboards' plots
     assert result.best is not None and result.exports
 
 
@@ -457,7 +462,8 @@ def test_every_option_is_one_settings_field_with_its_default_in_the_help():
             continue
         assert name in actions, name
         if f.default not in (None, (), False):
-            assert f"(default {f.default})" in actions[name].help, name
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            assert f"(default {shown})" in actions[name].help, name
     exposed = [f.name for f in fields(ProxyConfig) if f.metadata.get("option")]
     assert {f"proxy_{n}" for n in exposed} <= set(actions) and "proxy_seed" not in actions
     assert "(default 2;" in actions["proxy_epochs"].help and "(default 0.1)" in actions["proxy_label_smoothing"].help

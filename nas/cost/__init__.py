@@ -10,10 +10,11 @@ FLOPs in this project are multiply-accumulates (the CvT paper's convention); see
 from . import _cct, _cvt  # noqa: F401  (each registers its family's cost model)
 from ._analytic import analytic_macs, analytic_params, macs_breakdown
 from ._count import CONVENTIONS, count_macs, count_params
+from ._fit import shrink_to_fit
 from ._latency import (DTYPES, LatencyResult, LatencySettings, check_device, device_available, device_signature,
                        measure_latency, normalize_device)
 from ._predictor import LatencyPredictor, accuracy_report
 
 __all__ = ["count_macs", "count_params", "CONVENTIONS", "analytic_macs", "analytic_params", "macs_breakdown",
            "measure_latency", "LatencyResult", "LatencySettings", "device_available", "check_device",
-           "normalize_device", "device_signature", "LatencyPredictor", "accuracy_report", "DTYPES"]
+           "normalize_device", "device_signature", "LatencyPredictor", "accuracy_report", "DTYPES", "shrink_to_fit"]

@@ -73,17 +73,17 @@ class RungSchedule:
 
 def train_rung(model_config: Any, dataset: Dataset, base: ProxyConfig, schedule: RungSchedule, rung: int,
                directory: Path, *, report: ReportFn | None = None) -> ProxyResult:
-    """Train one candidate at ``rung``, keeping every rung's checkpoint in ``directory`` (one per candidate).
+    """Train one candidate at ``rung``, keeping its rungs' checkpoints in ``directory`` (one per candidate).
 
-    Rung 0 trains from scratch; a higher rung continues from ``directory/rung-{rung-1}.pt``, which must be
-    complete. A rung already finished returns its result without training; one interrupted resumes after its
-    last finished epoch.
+    Rung 0 trains from scratch; a higher rung continues from ``directory/rung-{rung-1}.pt``, training that
+    lower rung first when its checkpoint is missing (seeded: on the same machine and threads it gives what it
+    gave before). A rung already finished returns its result without training; one interrupted resumes after
+    its last finished epoch. ``report`` sees this rung's epochs only.
     """
-    start_from = None
+    start_from, own = None, directory / f"rung-{rung}.pt"
     if rung > 0:
         start_from = directory / f"rung-{rung - 1}.pt"
-        if not start_from.exists():
-            raise UserError(f"rung {rung} continues rung {rung - 1}, whose checkpoint {start_from} is missing; "
-                            f"train rung {rung - 1} first")
-    return train_proxy(model_config, dataset, schedule.settings(base, rung), report=report,
-                       checkpoint=directory / f"rung-{rung}.pt", start_from=start_from)
+        if not start_from.exists() and not own.exists():  # a started rung resumes from its own checkpoint
+            train_rung(model_config, dataset, base, schedule, rung - 1, directory)
+    return train_proxy(model_config, dataset, schedule.settings(base, rung), report=report, checkpoint=own,
+                       start_from=start_from)

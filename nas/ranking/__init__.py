@@ -10,9 +10,9 @@ from ._fidelity import EstimateStore, Fidelity, fidelity, noise_ceiling, oracle_
 from ._metrics import common_finite, kendall_tau, regret, top_k_hit
 from ._store import ResultStore
 from ._oracle import (FORMAT, REFERENCE_RECIPE, OracleSpec, OracleStore, Reference, balanced_shard, jobs, pending,
-                      reference_architectures, shard_jobs, shrink_to_fit, train_reference)
+                      reference_architectures, shard_jobs, train_reference)
 
-__all__ = ["OracleSpec", "OracleStore", "Reference", "reference_architectures", "shrink_to_fit", "jobs",
+__all__ = ["OracleSpec", "OracleStore", "Reference", "reference_architectures", "jobs",
            "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT", "kendall_tau",
            "regret", "top_k_hit", "common_finite", "EstimateStore", "Fidelity", "fidelity", "noise_ceiling",
            "oracle_truth", "random_fidelity", "ResultStore"]

@@ -27,11 +27,12 @@ import cvt
 from cvt import UserError
 
 from ..budget import Budget, parse_budget
+from ..cost import shrink_to_fit
 from ..metrics import METRICS
-from ..proxy import ProxyConfig, proxy_model_config, scale_width
+from ..proxy import ProxyConfig, proxy_model_config
 from ._store import ResultStore
 
-__all__ = ["OracleSpec", "Reference", "OracleStore", "reference_architectures", "shrink_to_fit", "jobs",
+__all__ = ["OracleSpec", "Reference", "OracleStore", "reference_architectures", "jobs",
            "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT"]
 
 FORMAT = "cvt-nas ranking oracle"
@@ -137,28 +138,6 @@ def _reference(config: Any, kind: str, name: str) -> Reference:
     return Reference(config.arch_id(), kind, name, config, _price(config, "macs"), _price(config, "params"))
 
 
-def shrink_to_fit(config: Any, budget: Budget, *, step: float = 0.005) -> Any | None:
-    """``config`` with every width times the largest multiplier (a multiple of ``step``) that fits ``budget``.
-
-    Widths stay multiples of their stage's head counts (``nas.proxy.scale_width``), so the cost falls in
-    steps; None when even the narrowest widths do not fit.
-    """
-    def cost(c: Any) -> int:
-        return _price(c, budget.kind)
-
-    if cost(config) <= budget.value:
-        return config
-    # Cost never increases as the multiplier falls: bisect on the grid of multipliers.
-    low, high = 0, round(1 / step)  # multipliers low*step (fits, or 0) .. high*step (does not fit)
-    while high - low > 1:
-        mid = (low + high) // 2
-        if cost(scale_width(config, mid * step)) <= budget.value:
-            low = mid
-        else:
-            high = mid
-    return scale_width(config, low * step) if low else None
-
-
 def reference_architectures(spec: OracleSpec) -> list[Reference]:
     """The sampled band members in sampling order, then each baseline shrunk to fit, then the anchors.
 
@@ -200,7 +179,7 @@ def reference_architectures(spec: OracleSpec) -> list[Reference]:
     anchors = []
     for name in spec.baselines:
         preset = cvt.preset(name)
-        shrunk = shrink_to_fit(preset, budget)
+        shrunk = shrink_to_fit(preset, lambda c: _price(c, budget.kind) <= budget.value)
         if shrunk is not None and shrunk.arch_id() not in found:
             refs.append(_reference(shrunk, "shrunk", name if shrunk is preset else f"{name} shrunk to fit"))
         if shrunk is not preset:

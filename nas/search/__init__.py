@@ -66,6 +66,8 @@ def _report(result: SearchResult) -> str:
     s = result.summary
     frac = "-" if s["feasible_fraction"] is None else f"{100 * s['feasible_fraction']:.0f}%"
     counts = [f"{s['trained']} trained", f"{s['failed']} failed", f"{s['costed'] - s['feasible']} over budget"]
+    if s["promotions"]:
+        counts.insert(1, f"{' + '.join(map(str, s['per_rung'][1:]))} promoted to higher rungs")
     if s["duplicates"]:
         counts.append(f"{s['duplicates']} repeating an architecture already trained (its result reused)")
     lines = [f"stopped: {result.stop_reason}",
@@ -74,11 +76,14 @@ def _report(result: SearchResult) -> str:
     if result.best is not None:
         b = result.best
         lat = f", {b['latency_ms']:.2f} ms" if b.get("latency_ms") is not None else ""
-        lines.append(f"best: trial {b['number']} ({b['arch_id']}): {b['accuracy']:.2f}% proxy top-1, "
+        rung = f" at rung {b['rung']} ({b['rung_budget']}x the proxy budget)" if b.get("rung") else ""
+        lines.append(f"best: trial {b['number']} ({b['arch_id']}): {b['accuracy']:.2f}% proxy top-1{rung}, "
                      f"{b['macs'] / 1e9:.3f} GMACs, {b['params'] / 1e6:.2f}M params{lat}")
         lines.append(f"pareto front: {len(result.pareto)} architecture(s) -> {result.run_dir / 'pareto.csv'}")
     for path in result.exports:
         lines.append(f"exported: {path}")
+    if result.self_check is not None:
+        lines.append(f"self-check (seed {result.self_check['seed']}): {result.self_check['verdict']['text']}")
     lines.append(f"results: {result.run_dir}  (python -m nas.export {shlex.quote(str(result.run_dir))} --top 3)")
     return "\n".join(lines)
 

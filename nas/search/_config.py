@@ -22,11 +22,13 @@ from cvt import UserError
 
 from .._settings import settings_from_dict
 from ..cost import DTYPES
+from ..proxy import GROWTHS
 from ..metrics import COSTS, METRICS
 from ._backend import BACKENDS
 
 __all__ = ["SearchConfig", "SpaceSettings", "LatencyMeasurement", "SamplingSettings", "BackendSettings",
-           "TrainingSettings", "RunSettings", "GROUPS", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "LAYOUT_VERSION",
+           "TrainingSettings", "PromotionSettings", "RunSettings",
+           "GROUPS", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "LAYOUT_VERSION",
            "parse_duration", "BUDGETED", "option_fields"]
 
 # Samplers Optuna ships that handle categorical, multi-objective and constrained studies (checked with
@@ -215,10 +217,12 @@ class SamplingSettings(_Group):
 
     TITLE = "search"
 
-    trials: int = _opt(10, "candidates to estimate (proxy trainings); over-budget samples do not count",
+    trials: int = _opt(10, "candidates to estimate at the first rung (proxy trainings); over-budget samples and "
+                           "promotions to higher rungs do not count (the start-up line says what promotion adds)",
                        metavar="N", kind=int)
-    timeout: float | None = _opt(None, "stop starting new trials after this long, e.g. 900, 15m, 2h (running ones "
-                                       "finish)", metavar="TIME")
+    timeout: float | None = _opt(None, "wall time for the whole search, e.g. 900, 15m, 2h: new candidates stop after "
+                                       "the first rung's share of it (printed at start), promotions after all of "
+                                       "it; running trainings finish", metavar="TIME")
     max_untrained: int | None = _opt(None, "stop after N over-budget or duplicate samples (default "
                                            "max(200, 10 x trials))", metavar="N", kind=int)
     sampler: str = _opt("tpe", "all of these handle several objectives and the budget constraints (Optuna 5): "
@@ -318,6 +322,84 @@ class TrainingSettings(_Group):
 
 
 @dataclass(frozen=True)
+class PromotionSettings(_Group):
+    """Multi-fidelity promotion (successive halving by non-dominated rank) and the self-check at the end."""
+
+    TITLE = "multi-fidelity promotion and self-check (docs/USAGE.md, 'Promotion')"
+
+    rungs: tuple[int, ...] = _opt((1, 2, 4), "budgets of the rungs as multiples of the proxy's, comma-separated; "
+                                             "every candidate trains at the first, the best continue to the next "
+                                             "from their own checkpoint ('1' turns promotion off)", metavar="LIST")
+    rung_growth: str = _opt("data", "what a higher rung adds: data (the multiple of the proxy's images, one "
+                                    "nested subset) or epochs (more passes over the proxy's images)",
+                            choices=GROWTHS)
+    reduction: int = _opt(2, "the best 1/N of each rung (by non-dominated rank on accuracy and the cost "
+                             "objectives) continue to the next", metavar="N", kind=int)
+    self_check: int | None = _opt(None, "at the end, retrain the top K architectures and a baseline at the top rung "
+                                        "under another seed and say whether the pick holds; 0 turns it off "
+                                        "(default: up to 3, as many as add at most half the run's compute)",
+                                  metavar="K", kind=int)
+    baseline: str | None = _opt(None, "the self-check's baseline: a preset name (cvt_13) or a model YAML; shrunk in "
+                                      "width to fit the budgets (default: the space's reference member)",
+                                metavar="NAME|YAML")
+
+    def __post_init__(self) -> None:
+        from nas.proxy import RungSchedule
+
+        rungs = self.rungs
+        if isinstance(rungs, (int, float)) and not isinstance(rungs, bool):
+            rungs = [rungs]
+        if isinstance(rungs, str):
+            try:
+                rungs = [int(r) for r in re.split(r"[,\s]+", rungs.strip()) if r]
+            except ValueError:
+                raise UserError(f"--rungs {self.rungs!r}: give increasing whole multiples, e.g. 1,2,4") from None
+        object.__setattr__(self, "rungs", tuple(rungs))
+        try:
+            RungSchedule(self.rungs, growth=self.rung_growth)
+        except UserError as err:
+            raise UserError(f"--rungs/--rung-growth: {err}") from None
+        _positive_int("--reduction", self.reduction, minimum=2)
+        if self.self_check is not None:
+            _positive_int("--self-check", self.self_check, minimum=0)
+        if self.baseline is not None and (not isinstance(self.baseline, str) or not self.baseline):
+            raise UserError("--baseline is empty: give a preset name (e.g. cvt_13) or a model YAML file")
+
+    @property
+    def schedule(self) -> Any:
+        """The :class:`nas.proxy.RungSchedule` of these settings."""
+        from nas.proxy import RungSchedule
+
+        return RungSchedule(self.rungs, growth=self.rung_growth)
+
+    @property
+    def promotes(self) -> bool:
+        return len(self.rungs) > 1
+
+    def quotas(self, candidates: int) -> list[int]:
+        """How many architectures train at each rung when ``candidates`` trained at the first."""
+        counts = [candidates]
+        for _ in self.rungs[1:]:
+            counts.append(counts[-1] // self.reduction)
+        return counts
+
+    def compute(self, candidates: int) -> float:
+        """Trainings in units of one first-rung training (promotions add the difference of their multiples)."""
+        counts = self.quotas(candidates)
+        return counts[0] * self.rungs[0] + sum(
+            n * (hi - lo) for n, lo, hi in zip(counts[1:], self.rungs, self.rungs[1:]))
+
+    @property
+    def first_share(self) -> float:
+        """The first rung's share of the compute, for any number of candidates (the timeout's split)."""
+        share, alive = self.rungs[0], 1.0
+        for lo, hi in zip(self.rungs, self.rungs[1:]):
+            alive /= self.reduction
+            share += alive * (hi - lo)
+        return self.rungs[0] / share
+
+
+@dataclass(frozen=True)
 class RunSettings(_Group):
     """Where results go, and whether an earlier run is continued."""
 
@@ -334,7 +416,8 @@ class RunSettings(_Group):
 
 # Group name in SearchConfig -> its class, in the order options are listed.
 GROUPS: dict[str, type] = {"space": SpaceSettings, "latency": LatencyMeasurement, "sampling": SamplingSettings,
-                           "backend": BackendSettings, "training": TrainingSettings, "run": RunSettings}
+                           "backend": BackendSettings, "training": TrainingSettings, "promotion": PromotionSettings,
+                           "run": RunSettings}
 
 
 def option_fields() -> dict[str, tuple[str, dataclasses.Field]]:
@@ -364,16 +447,32 @@ class SearchConfig:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    promotion: PromotionSettings = field(default_factory=PromotionSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
+        from nas.proxy import zero_cost
+
+        # A score at initialisation has no rungs: its search promotes nothing unless told to (and is refused then).
+        if self.training.estimator in zero_cost.SCORES and self.promotion.rungs == PromotionSettings().rungs:
+            object.__setattr__(self, "promotion", self.promotion.replace(rungs=(1,)))
         # Checks across groups.
+        promotion = self.promotion
+        if promotion.promotes and promotion.quotas(self.sampling.trials)[-1] < 1:
+            need = promotion.reduction ** (len(promotion.rungs) - 1)
+            raise UserError(f"--rungs {','.join(map(str, promotion.rungs))} with --reduction {promotion.reduction} "
+                            f"needs at least {need} candidates for one to reach the top rung, and --trials is "
+                            f"{self.sampling.trials}: raise --trials, or use fewer rungs (--rungs 1 turns promotion "
+                            f"off)")
         if self.latency.latency == "predicted" and self.space.uses_latency and not self.latency.latency_predictor:
             raise UserError("--latency predicted needs --latency-predictor FILE (a predictor built for the "
                             "device, e.g. experiments/latency/cpu.json)")
         if self.backend.backend == "ray" and self.training.train_device != "auto":
             raise UserError("--train-device: with --backend ray trials train on CPU, or on GPUs with "
                             "--gpus-per-trial N (Ray assigns the devices)")
+        if self.backend.scheduler == "asha" and self.promotion.promotes:
+            raise UserError("--scheduler asha and promotion (--rungs) both decide which trainings continue: use "
+                            "--rungs 1 with --scheduler asha, or --scheduler none")
         if self.backend.scheduler == "asha":
             if self.training.proxy.get("steps") is not None:
                 raise UserError("--scheduler asha decides at epoch boundaries; --proxy-steps makes the number of "
@@ -446,7 +545,7 @@ class SearchConfig:
 
     # Settings that may change between a run and its --resume (more trials, more workers, more time).
     RESUMABLE = ("trials", "timeout", "max_untrained", "workers", "threads", "train_device", "resume", "out",
-                 "storage", "ray_address", "cpus_per_trial", "gpus_per_trial")
+                 "storage", "ray_address", "cpus_per_trial", "gpus_per_trial", "self_check", "baseline")
 
     def differences(self, other: "SearchConfig") -> list[str]:
         """Flat names of the settings that make ``other`` a different search (for --resume checks).

@@ -68,8 +68,8 @@ def select_trials(study: Any, objectives: Sequence[str], *, top: int | None = No
     if top is not None:
         if top < 1:
             raise UserError(f"--top {top}: give a positive count")
-        by_arch = {}
-        for t in sorted(trained, key=lambda t: (-t.user_attrs["accuracy"], t.number)):
+        by_arch = {}  # each architecture at its highest rung; the highest rungs first, then the most accurate
+        for t in sorted(trained, key=lambda t: (-t.user_attrs.get("rung", 0), -t.user_attrs["accuracy"], t.number)):
             by_arch.setdefault(t.user_attrs.get("arch_id"), t)
         return list(by_arch.values())[:top]
     numbers = [r["number"] for r in pareto_rows([trial_row(t) for t in trained], objectives)]
@@ -105,6 +105,9 @@ def _provenance(trial: Any, manifest: dict[str, Any], config: Any) -> dict[str, 
         "macs": attrs.get("macs"), "params": attrs.get("params"), "latency": latency,
         "proxy_accuracy": attrs.get("accuracy"), "proxy_best_accuracy": attrs.get("best_accuracy"),
         "proxy_epochs": attrs.get("epochs"), "proxy": manifest.get("proxy"),
+        "rung": attrs.get("rung", 0), "rung_budget": attrs.get("rung_budget", 1), "rungs": list(config.promotion.rungs),
+        "rung_growth": config.promotion.rung_growth,
+        "self_check": (manifest.get("self_check") or {}).get("verdict", {}).get("text"),
         "dataset": {k: dataset.get(k) for k in ("name", "source", "num_classes", "train_size", "val_size")
                     if k in dataset} or dataset,
     }
@@ -121,7 +124,10 @@ def _header(p: dict[str, Any], family: str, filename: str) -> str:
         *(m.header(p) for m in COSTS if m.header is not None),
         f"proxy accuracy: {p['proxy_accuracy']:.2f}% top-1 after {p['proxy_epochs']} epoch(s) "
         f"(best epoch {p['proxy_best_accuracy']:.2f}%), a ranking signal, not a full-training result",
+        f"fidelity: rung {p['rung']} of 0-{len(p['rungs']) - 1}, {p['rung_budget']}x the proxy budget (rungs "
+        f"{'/'.join(f'{m}x' for m in p['rungs'])}, growing {p['rung_growth']})",
         f"proxy settings: {proxy}",
+        *([f"self-check: {p['self_check']}"] if p["self_check"] else []),
         f"dataset: {p['dataset'].get('name', '?')}" + (f" ({dataset})" if dataset else ""),
         f"load: cvt.{family}.from_yaml('{filename}') or timm.create_model('{name}', config='{filename}', "
         f"num_classes=N) after `import cvt`",

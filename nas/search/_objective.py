@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -19,7 +20,9 @@ from ._config import SearchConfig
 from ..devices import worker_device
 from ..metrics import ANALYTIC_COSTS, METRICS
 from ._records import Cost, cost_attrs, objective_values, training_attrs
-from ._rundir import DeviceLock
+from ._promotion import rung_of
+from ._rundir import CHECKPOINTS, DeviceLock
+from ._samplers import keeps_values
 
 if TYPE_CHECKING:
     import optuna
@@ -154,17 +157,40 @@ class Evaluator:
         return objective_values(self.config.space.objective_names, {**cost.values, "accuracy": accuracy})
 
     # ------------------------------------------------------------------ training
-    def estimate(self, model_config, report: Callable[[int, float], Any] | None = None):
-        """Estimate a candidate's accuracy (a ``nas.proxy.ProxyResult``); holds its device shared, yielding to
-        latency measurement at every epoch boundary. Raises ``nas.proxy.TrainingFailed`` on NaN loss or out
-        of memory."""
+    def checkpoints(self, arch_id: str) -> Path:
+        """Where an architecture's rung checkpoints live (``RUN_DIR/checkpoints/<arch_id>``)."""
+        return self.run_dir / CHECKPOINTS / arch_id
+
+    def estimate(self, model_config, report: Callable[[int, float], Any] | None = None, *, rung: int = 0,
+                 seed: int | None = None, directory: Path | None = None):
+        """Estimate a candidate's accuracy at ``rung`` (a ``nas.proxy.ProxyResult``); holds its device shared,
+        yielding to latency measurement at every epoch boundary.
+
+        A training estimator keeps per-epoch checkpoints in ``directory`` (default :meth:`checkpoints`), so a
+        killed training resumes and a promotion continues the rung below; ``seed`` overrides the search's
+        (the self-check). Raises ``nas.proxy.TrainingFailed`` on NaN loss or out of memory.
+        """
+        estimator = self.estimator
+        if seed is not None:
+            from nas.estimators import make_estimator
+
+            estimator = make_estimator(self.config.training.estimator, self.proxy_config().replace(seed=seed))
+        if estimator.supports_rungs and directory is None:
+            directory = self.checkpoints(model_config.arch_id())
         lock = self.device_lock(self.train_device)
         with lock.shared():
             def on_epoch(epoch: int, accuracy: float):
                 lock.epoch_boundary()
                 return report(epoch, accuracy) if report is not None else None
 
-            return self.estimator.estimate(model_config, self.dataset, report=on_epoch)
+            if estimator.supports_rungs:
+                result = estimator.estimate(model_config, self.dataset, report=on_epoch,
+                                            schedule=self.config.promotion.schedule, rung=rung, directory=directory)
+            else:  # the base signature: a plug-in written before rungs existed still works
+                result = estimator.estimate(model_config, self.dataset, report=on_epoch)
+        if directory is not None and not self.config.promotion.promotes and not result.stopped_early:
+            shutil.rmtree(directory, ignore_errors=True)  # nothing will continue it
+        return result
 
     def close(self) -> None:
         for lock in self._locks.values():
@@ -191,25 +217,30 @@ class OptunaObjective:
         self.find_trained = find_trained
         self.on_epoch = on_epoch
 
-    def __call__(self, trial: "optuna.Trial") -> list[float]:
-        model_config, cost, values = self.prepare(trial)
-        if values is not None:
+    def __call__(self, trial: "optuna.Trial") -> list[float] | None:
+        """The trial's objective values, or None for an over-budget sample that ends PRUNED
+        (:func:`nas.search._trials.tell` ends it either way)."""
+        model_config, cost, ended, values = self.prepare(trial)
+        if ended:
             return values
 
         def report(epoch: int, accuracy: float) -> None:
             if self.on_epoch is not None:
                 self.on_epoch()
 
-        return self.record_training(trial, cost, self.evaluator.estimate(model_config, report))
+        result = self.evaluator.estimate(model_config, report, rung=rung_of(trial))
+        return self.record_training(trial, cost, result)
 
-    def prepare(self, trial: "optuna.Trial") -> tuple[Any, Cost, list[float] | None]:
+    def prepare(self, trial: "optuna.Trial") -> tuple[Any, Cost, bool, list[float] | None]:
         """Sample, cost, constrain and record; the Ray backend calls this in its driver.
 
         Returns:
-            ``(model_config, cost, values)``: ``values`` when the trial ends here untrained (over budget,
-            duplicate), else None and the trial is marked as training.
+            ``(model_config, cost, ended, values)``: ``ended`` when the trial ends here untrained (over budget,
+            duplicate), with ``values`` to tell (None: end it PRUNED); else the trial is marked as training.
         """
         ev = self.evaluator
+        rung = rung_of(trial)
+        trial.set_user_attr("rung", rung)
         params = ev.space.sample(trial)
         trial.set_user_attr("worker", ev.worker)
         trial.set_user_attr("phase", "sampled")
@@ -223,14 +254,16 @@ class OptunaObjective:
         trial.set_user_attr("model_family", type(model_config).__name__)
         if not cost.feasible:
             self._finish(trial, "over_budget")
-            return model_config, cost, ev.values(cost, None)
-        earlier = self.find_trained(cost.arch_id)
+            return model_config, cost, True, (ev.values(cost, None) if keeps_values(ev.config.sampling.sampler)
+                                              else None)
+        earlier = None if rung else self.find_trained(cost.arch_id)  # a promotion trains what was trained
         if earlier is not None:
             trial.set_user_attr("duplicate_of", earlier[0])
             self._finish(trial, "duplicate")
-            return model_config, cost, list(earlier[1])
+            return model_config, cost, True, list(earlier[1])
+        trial.set_user_attr("rung_budget", ev.config.promotion.rungs[rung])
         trial.set_user_attr("phase", "training")
-        return model_config, cost, None
+        return model_config, cost, False, None
 
     def record_training(self, trial: "optuna.Trial", cost: Cost, result: Any) -> list[float]:
         """Record a finished proxy training (a :class:`nas.proxy.ProxyResult`); the objective values."""

@@ -57,7 +57,9 @@ def _number(kind: type):
 
 
 def _default_text(value: Any) -> str:
-    return "none" if value in (None, ()) else str(value)
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
 
 
 def _add(group: Any, f: dataclasses.Field, dest: str, option: str, default: Any, note: str = "") -> None:
@@ -124,7 +126,7 @@ def _load_recipe(path: str, parser: ArgumentParser) -> dict[str, Any]:
         if dest not in dests:
             raise UserError(f"recipe {path}: unknown key {key!r}; keys are option names such as budget, "
                             f"space, trials, proxy-epochs (see python -m nas.search --help)")
-        if dest == "objectives" and isinstance(value, list):
+        if isinstance(value, list):  # objectives, rungs: the comma-separated form of the option
             value = ",".join(map(str, value))
         recipe[dest] = value
     return recipe

@@ -1,8 +1,9 @@
 """The Optuna backend: N worker processes sharing the study storage (one in-process worker for N=1).
 
-Each worker loops ask -> evaluate -> tell. Before asking, it takes the run directory's claim lock and
-counts trainings done plus trials in flight, so ``--trials N`` means exactly N proxy trainings however
-many workers race for them; over-budget and duplicate samples do not use up that count. Counting,
+Each worker loops ask -> evaluate -> tell. Before asking, it takes the run directory's claim lock and decides
+from the stored trials (``_promotion.next_step``) whether to sample a new candidate, promote one to the next
+rung, wait or stop, so ``--trials N`` means exactly N first-rung trainings however many workers race for them;
+over-budget and duplicate samples do not use up that count, and promotions come on top. Counting,
 stopping and interrupted trials are the shared bookkeeping of ``_trials.py``.
 """
 from __future__ import annotations
@@ -21,8 +22,8 @@ from ._objective import Evaluator, OptunaObjective
 from ._records import failure_reason
 from ._rundir import claim_lock
 from ._samplers import derive_seed, make_sampler
-from ._trials import (count_trials, fail, find_trained, load_study, mark_interrupted, requeue, settle_worker,
-                      stop_reason)
+from ._promotion import deadlines, next_step
+from ._trials import fail, find_trained, load_study, mark_interrupted, requeue, settle_worker, tell
 
 __all__ = ["OptunaBackend", "run_worker"]
 
@@ -33,15 +34,16 @@ _MAX_RESTARTS = 3  # a worker slot whose process keeps dying (e.g. each candidat
 
 
 def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline: float | None = None,
-               resolution: int | None = None, dataset: Any = None,
+               sampling_deadline: float | None = None, resolution: int | None = None, dataset: Any = None,
                on_update: Callable[[], None] | None = None) -> str:
-    """Ask, evaluate and tell until a stop reason applies; returns it.
+    """Sample or promote, evaluate and tell until a stop reason applies; returns it.
 
     Args:
         config: the search.
         run_dir: run directory (storage and locks).
         worker: index of this worker (seed, GPU, thread share).
         deadline: ``time.time()`` after which no trial starts.
+        sampling_deadline: after which no new candidate starts (promotions may, until ``deadline``).
         resolution: deployment resolution for costs.
         dataset: the loaded dataset, when the caller has it already.
         on_update: called after every trial and proxy epoch (progress display).
@@ -55,13 +57,16 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
     try:
         while True:
             with claim_lock(run_dir):
-                reason = stop_reason(config, count_trials(study.get_trials(deepcopy=False)), deadline)
-                trial = study.ask() if reason is None else None
-            if reason == "wait":
+                step = next_step(config, study.get_trials(deepcopy=False), deadline, sampling_deadline)
+                if step.action == "promote":
+                    promotion = step.promotion
+                    study.enqueue_trial(dict(promotion.source.params), user_attrs=promotion.user_attrs())
+                trial = study.ask() if step.action in ("sample", "promote", "resume") else None
+            if step.action == "wait":
                 time.sleep(_WAIT_S)
                 continue
-            if reason is not None:
-                return reason
+            if step.action == "stop":
+                return step.reason
             try:
                 values = objective(trial)
             except KeyboardInterrupt:
@@ -72,7 +77,7 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
                 _log.debug("trial %d failed", trial.number, exc_info=True)
                 fail(study, trial, failure_reason(err))
             else:
-                study.tell(trial, values)
+                tell(study, trial, values)
             if on_update is not None:
                 on_update()
     finally:
@@ -88,7 +93,7 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker_process(config_dict: dict[str, Any], run_dir: str, worker: int, deadline: float | None,
+def _worker_process(config_dict: dict[str, Any], run_dir: str, worker: int, deadlines: tuple[float | None, ...],
                     resolution: int | None, parent: int) -> None:
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -102,8 +107,8 @@ def _worker_process(config_dict: dict[str, Any], run_dir: str, worker: int, dead
     logging.basicConfig(level=logging.ERROR)
     warnings.simplefilter("ignore")
     try:
-        run_worker(SearchConfig.from_dict(config_dict), Path(run_dir), worker=worker, deadline=deadline,
-                   resolution=resolution)
+        run_worker(SearchConfig.from_dict(config_dict), Path(run_dir), worker=worker, deadline=deadlines[0],
+                   sampling_deadline=deadlines[1], resolution=resolution)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -113,16 +118,17 @@ class OptunaBackend:
 
     def run(self, config: SearchConfig, run_dir: Path, *, resolution: int | None = None, dataset: Any = None,
             progress: Any = None) -> str:
-        deadline = time.time() + config.sampling.timeout if config.sampling.timeout else None
+        deadline, sampling_deadline = deadlines(config)
         update = progress.refresh if progress is not None else None
         if config.sampling.workers == 1:
-            return run_worker(config, run_dir, deadline=deadline, resolution=resolution, dataset=dataset,
-                              on_update=update)
+            return run_worker(config, run_dir, deadline=deadline, sampling_deadline=sampling_deadline,
+                              resolution=resolution, dataset=dataset, on_update=update)
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
 
         def start(i: int) -> Any:
             p = ctx.Process(target=_worker_process, name=f"nas-worker-{i}",
-                            args=(config.to_dict(), str(run_dir), i, deadline, resolution, os.getpid()))
+                            args=(config.to_dict(), str(run_dir), i, (deadline, sampling_deadline), resolution,
+                                  os.getpid()))
             p.start()
             return p
 
@@ -160,10 +166,9 @@ class OptunaBackend:
         if crashed:
             _log.warning("worker(s) %s exited with an error; their running trials are settled on --resume",
                          ", ".join(crashed))
-        counts = count_trials(load_study(config, run_dir).get_trials(deepcopy=False))
-        reason = stop_reason(config, counts, deadline)
-        if reason not in (None, "wait"):
-            return reason
+        step = next_step(config, load_study(config, run_dir).get_trials(deepcopy=False), deadline, sampling_deadline)
+        if step.action == "stop":
+            return step.reason
         if _MAX_RESTARTS in restarts:
             return (f"worker processes kept dying ({_MAX_RESTARTS} times in a slot; out of memory? lower --workers or "
                     f"the proxy's batch size), their trials queued again: --resume continues")

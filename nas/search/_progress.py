@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ._config import SearchConfig
 from ._trials import count_trials
-from ._records import pareto_rows, trial_row
+from ._records import highest_rungs, pareto_rows, trial_row
 
 __all__ = ["Progress", "summarize"]
 
@@ -36,7 +36,7 @@ def summarize(trials: list[Any], config: SearchConfig, front: list[dict[str, Any
     counts = count_trials(trials)
     rows = [trial_row(t) for t in trials if t.user_attrs.get("status") == "trained" and t.state.name == "COMPLETE"]
     front = pareto_rows(rows, config.space.objective_names) if front is None else front
-    best = max((r["accuracy"] for r in rows if r["feasible"] is not False), default=None)
+    best = max((r["accuracy"] for r in highest_rungs(rows)), default=None)
     fraction = counts["feasible"] / counts["costed"] if counts["costed"] else None
     return {**counts, "best_accuracy": best, "pareto": len(front), "feasible_fraction": fraction}
 
@@ -57,7 +57,7 @@ class Progress:
         self._already = already
         self._last = 0.0
         self._seen: set[int] = set()
-        self._logged = -1  # trainings count of the last log line (non-terminal output)
+        self._logged: tuple[int, int] | None = None  # trainings and promotions of the last log line (no terminal)
         self._bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -66,13 +66,18 @@ class Progress:
             self._bar = tqdm(total=trials, initial=min(already, trials), unit="training",
                              dynamic_ncols=True, file=sys.stderr)
 
-    def remaining(self, done: int) -> float | None:
-        """Seconds left: the pace of this session's trainings, capped by the timeout."""
+    def remaining(self, s: dict[str, Any]) -> float | None:
+        """Seconds left: the pace of this session's trainings (in first-rung units, promotions included),
+        capped by the timeout."""
+        promotion = self.config.promotion
         elapsed = time.monotonic() - self._start
-        fresh = done - self._already
+        done = s["trainings"] * promotion.rungs[0] + sum(
+            n * (promotion.rungs[r] - promotion.rungs[r - 1])
+            for r, n in enumerate(s["per_rung"][1:len(promotion.rungs)], start=1))
+        fresh = done - self._already * promotion.rungs[0]
         left = None
         if fresh > 0:
-            left = elapsed / fresh * max(0, self.config.sampling.trials - done)
+            left = elapsed / fresh * max(0, promotion.compute(self.config.sampling.trials) - done)
         if self.config.sampling.timeout is not None:
             cap = max(0.0, self.config.sampling.timeout - elapsed)
             left = cap if left is None else min(left, cap)
@@ -81,11 +86,16 @@ class Progress:
     def status_line(self, s: dict[str, Any]) -> str:
         best = "-" if s["best_accuracy"] is None else f"{s['best_accuracy']:.2f}%"
         frac = "-" if s["feasible_fraction"] is None else f"{100 * s['feasible_fraction']:.0f}%"
-        return (f"trained {s['trained']}/{self.config.sampling.trials} | feasible {s['feasible']}/{s['costed']} "
-                f"({frac}) | "
+        promoted = ""
+        if self.config.promotion.promotes:
+            quotas = self.config.promotion.quotas(self.config.sampling.trials)[1:]
+            done = s["per_rung"][1:] + [0] * (len(quotas) + 1 - len(s["per_rung"]))
+            promoted = f"promoted {' + '.join(f'{d}/{q}' for d, q in zip(done, quotas))} | "
+        return (f"trained {s['trained']}/{self.config.sampling.trials} | {promoted}feasible "
+                f"{s['feasible']}/{s['costed']} ({frac}) | "
                 f"failed {s['failed']} | best {best} | pareto {s['pareto']} | "
                 f"elapsed {_fmt_time(time.monotonic() - self._start)} | "
-                f"left ~{_fmt_time(self.remaining(s['trainings']))}")
+                f"left ~{_fmt_time(self.remaining(s))}")
 
     def refresh(self, force: bool = False) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -103,8 +113,8 @@ class Progress:
         if self._bar is not None:
             self._bar.n = min(s["trainings"], self.config.sampling.trials)
             self._bar.set_postfix_str(self.status_line(s).split(" | ", 1)[1], refresh=True)
-        elif s["trainings"] != self._logged:
-            self._logged = s["trainings"]
+        elif (s["trainings"], s["promotions"]) != self._logged:
+            self._logged = (s["trainings"], s["promotions"])
             _log.info("%s", self.status_line(s))
         return s
 

@@ -13,8 +13,10 @@ differs. The division of work:
 * **Workers**: :class:`ProxyTrial`, one Tune trial per candidate, trains it with the shared
   :class:`~nas.search._objective.Evaluator` in a thread and reports one Tune result per epoch (accuracy,
   MACs, params, latency), so epochs never wait on the driver.
-* **Early stopping** (``--scheduler asha``): ASHA on per-epoch proxy accuracy. A trial it stops is told
-  to Optuna as PRUNED with status ``pruned`` and its epochs recorded: it is never on the Pareto front,
+* **Promotion** (``--rungs``): the searcher decides like the Optuna workers (``_promotion.next_step``): a
+  promotion is one more Tune trial, training the architecture at the next rung from its checkpoint.
+* **Early stopping** (``--scheduler asha``, with ``--rungs 1``): ASHA on per-epoch proxy accuracy. A trial it
+  stops is told to Optuna as PRUNED with status ``pruned`` and its epochs recorded: it is never on the Pareto front,
   which holds only trials trained to the full proxy budget. (Left alone, Ray's ``OptunaSearch`` would tell
   it COMPLETE with its one-epoch accuracy.)
 * **Failures**: a trial whose worker dies is retried (``FailureConfig``); an exception inside a training
@@ -33,7 +35,6 @@ import queue
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ from ray.tune.search import Searcher
 from ..ray_cluster import RayCluster, check_trial_resources, init_ray
 from ._config import SearchConfig
 from ._objective import Evaluator, OptunaObjective
-from ._trials import count_trials, fail, find_trained, mark_interrupted, requeue, stop_reason
+from ._promotion import deadlines, next_step, rung_of
+from ._trials import fail, find_trained, mark_interrupted, requeue, tell
 from ..metrics import COSTS
 from ._records import Cost, failure_reason
 from ._rundir import open_storage
@@ -75,6 +77,7 @@ class _Session:
     run_dir: Path
     objective: OptunaObjective
     deadline: float | None
+    sampling_deadline: float | None = None
     progress: Any = None
     stop_reason: str | None = None
     epochs: int | None = None  # full proxy budget in epochs (None when --proxy-steps sets it)
@@ -141,25 +144,28 @@ class BudgetedSearcher(Searcher):
         if len(self._live) >= s.config.sampling.workers:
             return None
         while True:
-            reason = stop_reason(s.config, count_trials(self._study.get_trials(deepcopy=False)), s.deadline)
-            if reason == "wait":
+            step = next_step(s.config, self._study.get_trials(deepcopy=False), s.deadline, s.sampling_deadline)
+            if step.action == "wait":
                 return None
-            if reason is not None:
-                s.stop_reason = reason
+            if step.action == "stop":
+                s.stop_reason = step.reason
                 return Searcher.FINISHED
+            if step.action == "promote":
+                promotion = step.promotion
+                self._study.enqueue_trial(dict(promotion.source.params), user_attrs=promotion.user_attrs())
             trial = self._study.ask()
             try:
-                _, cost, values = s.objective.prepare(trial)
+                _, cost, ended, values = s.objective.prepare(trial)
             except Exception as err:  # noqa: BLE001 - one bad candidate (e.g. its latency run failed) must not stop the search
                 self._fail(trial, failure_reason(err))
                 continue
-            if values is not None:  # over budget or a duplicate: recorded, never trained
-                self._study.tell(trial, values)
+            if ended:  # over budget or a duplicate: recorded, never trained
+                tell(self._study, trial, values)
                 s.refresh()
                 continue
             self._live[trial_id] = (trial, cost)
             cpus, gpus = s.resources
-            return {"nas_trial": trial.number, "arch_id": cost.arch_id,
+            return {"nas_trial": trial.number, "arch_id": cost.arch_id, "rung": rung_of(trial),
                     **{m.name: cost.values.get(m.name) for m in COSTS}, "arch": dict(trial.params), "cpus": cpus,
                     "gpus": gpus}
 
@@ -239,12 +245,14 @@ class ProxyTrial(tune.Trainable):
             _trial_log.setLevel(logging.INFO)
             _trial_log.propagate = False
         # Costs under the objective names (Tune checks every result has the searcher's metrics); latency in ms.
-        self._info = {k: config[k] for k in ("nas_trial", "arch_id", *(m.name for m in COSTS))}
+        self._info = {k: config[k] for k in ("nas_trial", "arch_id", "rung", *(m.name for m in COSTS))}
+        # Checkpoints and device locks in the run directory when this node sees it, else node-local (a
+        # promotion there trains its lower rungs again first).
         self._evaluator = Evaluator(SearchConfig.from_dict(search), _lock_dir(Path(run_dir)), dataset=dataset,
                                     threads=threads, train_device=train_device)
         model_config = self._evaluator.decode(config["arch"])
-        proxy = self._evaluator.proxy_config()
-        self._last_epoch = proxy.epochs if proxy.steps is None else None
+        settings = self._evaluator.config.promotion.schedule.settings(self._evaluator.proxy_config(), config["rung"])
+        self._last_epoch = settings.epochs if settings.steps is None else None
         self._results: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         # Not a daemon: a trial stopped mid-epoch (ASHA) finishes that epoch and exits cleanly, instead of
@@ -253,7 +261,7 @@ class ProxyTrial(tune.Trainable):
 
     def _train(self, model_config: Any) -> None:
         try:
-            result = self._evaluator.estimate(model_config, self._on_epoch)
+            result = self._evaluator.estimate(model_config, self._on_epoch, rung=self._info["rung"])
         except Exception as err:  # noqa: BLE001 - recorded as the trial's failure; retrying would fail again
             self._results.put({"failure": failure_reason(err), "done": True})
             return
@@ -279,12 +287,14 @@ class ProxyTrial(tune.Trainable):
         if not info:
             return "ProxyTrial"
         latency = "" if info["latency"] is None else f", {info['latency']:.2f} ms"
-        return (f"trial {info['nas_trial']} arch {info['arch_id']}: {info['macs'] / 1e9:.3f} GMACs, "
+        rung = f" (rung {info['rung']})" if info["rung"] else ""
+        return (f"trial {info['nas_trial']} arch {info['arch_id']}{rung}: {info['macs'] / 1e9:.3f} GMACs, "
                 f"{info['params'] / 1e6:.2f}M params{latency}")
 
 
 def _lock_dir(run_dir: Path) -> Path:
-    """Device locks shared with the driver when this node sees the run directory, else node-local."""
+    """Device locks and checkpoints shared with the driver when this node sees the run directory, else
+    node-local."""
     if run_dir.is_dir():
         return run_dir
     local = Path(tempfile.gettempdir()) / "cvt-nas-locks" / run_dir.name
@@ -355,8 +365,9 @@ class RayBackend:
             study = optuna.load_study(study_name=config.name, storage=open_storage(config.run.storage, run_dir))
             objective = OptunaObjective(evaluator, lambda arch_id: find_trained(study, arch_id))
             proxy = evaluator.proxy_config()
+            deadline, sampling_deadline = deadlines(config)
             session = _Session(config=config, run_dir=run_dir, objective=objective, progress=progress,
-                               deadline=time.time() + config.sampling.timeout if config.sampling.timeout else None,
+                               deadline=deadline, sampling_deadline=sampling_deadline,
                                epochs=proxy.epochs if proxy.steps is None else None, resources=(cpus, gpus))
             _log.info("ray: up to %d trial(s) at once, each %g CPU(s) and %g GPU(s); Tune experiment in %s",
                       config.sampling.workers, cpus, gpus, run_dir / EXPERIMENTS_DIR)

@@ -5,7 +5,9 @@ optuna-dashboard read any run the same way:
 
 =================  =========================================================================
 ``status``          trained | pruned | over_budget | duplicate | failed | interrupted
-                    (pruned: stopped early by ``--scheduler asha``; ``epochs`` says how far it got)
+                    (pruned: stopped early by ``--scheduler asha``; ``epochs`` says how far it got).
+                    Over-budget samples end in state PRUNED, without values, for every sampler but
+                    ``gp`` (``_samplers.keeps_values``)
 ``phase``           sampled -> training -> done (where a killed trial stopped; over-budget and
                     duplicate trials go from sampled to done)
 ``arch_id``         12-hex stable id of the decoded architecture
@@ -14,6 +16,9 @@ optuna-dashboard read any run the same way:
 ``macs, params``    analytic costs at the deployment ``resolution`` and class count
 ``latency_ms``      measured (or predicted) latency, with ``latency_device`` and ``latency_iqr_ms``
 ``accuracy``        proxy top-1 % at the last epoch (``best_accuracy``, ``epochs``, ``history``)
+``rung``            the rung it trained at (0: the first; ``rung_budget``: its multiple of the proxy's
+                    budget); a promotion also has ``root`` (the architecture's first-rung trial)
+                    and ``promoted_from`` (the trial it continued)
 ``failure``         why a trial failed, one line
 ``duplicate_of``    an earlier trial that already trained this architecture
 =================  =========================================================================
@@ -33,17 +38,21 @@ from ..metrics import ANALYTIC_COSTS, METRICS
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-__all__ = ["STATUSES", "Cost", "objective_values", "values_from_attrs", "cost_attrs", "training_attrs",
-           "training_recorded", "TRAINING_KEYS",
-           "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows"]
+__all__ = ["STATUSES", "PROMOTION_KEYS", "Cost", "objective_values", "values_from_attrs", "cost_attrs",
+           "training_attrs", "training_recorded", "TRAINING_KEYS",
+           "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows", "highest_rungs"]
 
 STATUSES = ("trained", "pruned", "over_budget", "duplicate", "failed", "interrupted")
+
+# What a promotion trial carries from the start (enqueued with it, and re-queued with it after a kill).
+PROMOTION_KEYS = ("rung", "root", "promoted_from")
 
 # What training_attrs records, in the order it is written (the last one marks a complete record).
 TRAINING_KEYS = ("accuracy", "best_accuracy", "epochs", "history", "stopped_early", "train_wall_s",
                  "train_images_per_s")
 
-CSV_COLUMNS = ("number", "state", "status", "arch_id", "accuracy", "best_accuracy", "macs", "params",
+CSV_COLUMNS = ("number", "state", "status", "arch_id", "rung", "rung_budget", "root", "accuracy", "best_accuracy",
+               "macs", "params",
                "resolution", "latency_ms", "latency_iqr_ms", "latency_device", "feasible", "violation", "failure",
                "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker", "started", "model_config")
 
@@ -144,6 +153,7 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
         if trial.datetime_complete and trial.datetime_start else None
     row = {
         "number": trial.number, "state": trial.state.name, "status": status, "arch_id": attrs.get("arch_id"),
+        "rung": attrs.get("rung", 0), "rung_budget": attrs.get("rung_budget"), "root": attrs.get("root", trial.number),
         "accuracy": attrs.get("accuracy"), "best_accuracy": attrs.get("best_accuracy"),
         "macs": attrs.get("macs"), "params": attrs.get("params"), "resolution": attrs.get("resolution"),
         "latency_ms": attrs.get("latency_ms"),
@@ -159,25 +169,40 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
     return row
 
 
-def pareto_rows(rows: list[dict[str, Any]], objectives: Iterable[str]) -> list[dict[str, Any]]:
-    """Non-dominated trained, within-budget rows (one per architecture), most accurate first."""
-    cols = [(METRICS[o].column, METRICS[o].sign) for o in objectives]
-    seen, pool = set(), []
+def highest_rungs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per trained, within-budget architecture: its highest rung's (the first trial there)."""
+    best: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["number"]):
-        if row["status"] != "trained" or row["feasible"] is False or row["arch_id"] in seen:
+        if row["status"] != "trained" or row["feasible"] is False:
             continue
-        if any(row[c] is None or (isinstance(row[c], float) and math.isnan(row[c])) for c, _ in cols):
-            continue
-        seen.add(row["arch_id"])
-        pool.append(row)
+        kept = best.get(row["arch_id"])
+        if kept is None or (row.get("rung") or 0) > (kept.get("rung") or 0):
+            best[row["arch_id"]] = row
+    return sorted(best.values(), key=lambda r: r["number"])
+
+
+def pareto_rows(rows: list[dict[str, Any]], objectives: Iterable[str]) -> list[dict[str, Any]]:
+    """Non-dominated trained, within-budget rows, one per architecture at its highest rung; highest rung first,
+    then most accurate (the first row is the search's pick).
+
+    The search decides at the top rung: a row is dominated only by one at the same or a higher rung (an
+    accuracy after less training never outranks one after more).
+    """
+    cols = [(METRICS[o].column, METRICS[o].sign) for o in objectives]
+    pool = [row for row in highest_rungs(rows)
+            if not any(row[c] is None or (isinstance(row[c], float) and math.isnan(row[c])) for c, _ in cols)]
 
     def score(row):
         return [sign * float(row[c]) for c, sign in cols]  # larger is better in every column
 
+    def rung(row):
+        return row.get("rung") or 0
+
     front = []
     for row in pool:
         s = score(row)
-        dominated = any(all(o >= m for o, m in zip(score(other), s)) and score(other) != s for other in pool)
+        dominated = any(rung(other) >= rung(row) and all(o >= m for o, m in zip(score(other), s))
+                        and score(other) != s for other in pool)
         if not dominated:
             front.append(row)
-    return sorted(front, key=lambda r: (-float(r["accuracy"]), r["number"]))
+    return sorted(front, key=lambda r: (-rung(r), -float(r["accuracy"]), r["number"]))

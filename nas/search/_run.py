@@ -23,7 +23,8 @@ from ._export import export_run
 from ._outputs import study_rows, write_outputs
 from ._progress import Progress, summarize
 from ._records import pareto_rows
-from ._rundir import JOURNAL, RunDir, open_storage
+from ._rundir import CHECKPOINTS, JOURNAL, RunDir, open_storage
+from ._self_check import default_k, resolve_baseline, run_self_check
 from ._trials import recover_interrupted
 
 __all__ = ["run_search", "SearchResult"]
@@ -41,6 +42,7 @@ class SearchResult:
     pareto: list[dict[str, Any]]  # pareto.csv rows, most accurate first
     outputs: dict[str, Path] = field(default_factory=dict)
     exports: list[Path] = field(default_factory=list)
+    self_check: dict[str, Any] | None = None  # its trainings and verdict (also in run.json, self_check.json)
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -166,19 +168,27 @@ def run_search(config: SearchConfig) -> SearchResult:
     ready = _preflight(config, run.path)
     study = _open_study(config, run, ready)
     _announce(config, ready.space, ready.resolution, ready.proxy, ready.dataset, run.path)
+    _announce_promotion(config, ready)
 
     before = study.get_trials(deepcopy=False)
     progress = Progress(config, lambda: study.get_trials(deepcopy=False),
                         already=summarize(before, config)["trainings"])
     progress.mark_seen(before)
-    reason = "interrupted"
+    reason, check = "interrupted", None
     try:
         reason = ready.backend.run(config, run.path, resolution=ready.resolution, dataset=ready.dataset,
                                    progress=progress)
+        progress.close()
+        if ready.self_check:
+            check = run_self_check(config, run.path, study_rows(study), ready.evaluator, ready.baseline,
+                                   ready.self_check)
+            if check is not None:
+                run.update_manifest(self_check={k: v for k, v in check.items() if k != "entries"} | {
+                    "entries": [{k: v for k, v in e.items() if k != "config"} for e in check["entries"]]})
     finally:
         progress.close()
         try:
-            result = _finish(config, study, run, reason, ready.resolution)
+            result = _finish(config, study, run, reason, ready.resolution, check)
         finally:
             ready.evaluator.close()
             run.unlock()
@@ -195,6 +205,8 @@ class _Ready:
     dataset: Any
     proxy: Any
     backend: Any
+    self_check: int = 0  # K, the architectures the self-check retrains (0: none)
+    baseline: tuple[str, Any] | None = None  # its baseline: name and config, within every budget
 
 
 def _preflight(config: SearchConfig, run_dir: Path) -> _Ready:
@@ -215,10 +227,19 @@ def _preflight(config: SearchConfig, run_dir: Path) -> _Ready:
     if not evaluator.estimator.reports_epochs and config.backend.scheduler == "asha":  # an unknown one stops here
         raise UserError(f"--scheduler asha stops trainings between epochs; --estimator {config.training.estimator} "
                         f"reports no epochs: use --estimator proxy or --scheduler none")
+    trains = evaluator.estimator.supports_rungs
+    if config.promotion.promotes and not trains:
+        raise UserError(f"--estimator {config.training.estimator} does not train, so it has no rungs to promote "
+                        f"candidates through: use --rungs 1")
+    k = default_k(config, trains)
+    if k and not trains:
+        raise UserError(f"--self-check {k}: --estimator {config.training.estimator} does not train, so there is "
+                        f"nothing to retrain under another seed; use --self-check 0")
+    baseline = resolve_baseline(config, space, evaluator) if k else None  # one over every budget stops here
     backend = get_backend(config.backend.backend)
     if hasattr(backend, "preflight"):  # e.g. Ray: join the cluster and check its resources, before any file
         backend.preflight(config)
-    return _Ready(space, resolution, evaluator, dataset, proxy, backend)
+    return _Ready(space, resolution, evaluator, dataset, proxy, backend, k, baseline)
 
 
 def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
@@ -280,11 +301,42 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
     _log.info("watch live: optuna-dashboard %s --host 127.0.0.1   (then open http://127.0.0.1:8080)", target)
 
 
-def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int) -> SearchResult:
+def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
+    promotion, trials = config.promotion, config.sampling.trials
+    if promotion.promotes:
+        counts = promotion.quotas(trials)
+        _log.info("promotion: rungs %s of the proxy budget (%s); %s architectures train at each, the best 1/%d by "
+                  "non-dominated rank going on: %.1fx the compute of %d first-rung trainings",
+                  "/".join(f"{m}x" for m in promotion.rungs), promotion.rung_growth,
+                  " -> ".join(map(str, counts)), promotion.reduction, promotion.compute(trials) / trials, trials)
+        if config.sampling.timeout:
+            _log.info("timeout: new candidates for the first %.0f%% of it, promotions after that",
+                      100 * promotion.first_share)
+    if ready.self_check:
+        _log.info("self-check at the end: the top %d and the baseline (%s) trained again at the top rung under seed "
+                  "%d (--self-check 0 turns it off)", ready.self_check, ready.baseline[0], config.sampling.seed + 1)
+    elif config.promotion.self_check is None and ready.evaluator.estimator.supports_rungs:
+        _log.info("self-check: off, as it would add more than half of this run's compute (--self-check 1 forces it)")
+
+
+def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int,
+            check: dict[str, Any] | None) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
     rows = study_rows(study)
     front = pareto_rows(rows, config.space.objective_names)  # once: outputs, exports and summary share it
     outputs = write_outputs(rows, front, run.path, config.space.objective_names, config.space.budgets, resolution)
     exports = export_run(run.path, study=study, front=[r["number"] for r in front]) if front else []
+    prune_checkpoints(run.path / CHECKPOINTS)
     return SearchResult(run_dir=run.path, stop_reason=reason, summary=summarize(trials, config, front), pareto=front,
-                        outputs=outputs, exports=exports)
+                        outputs=outputs, exports=exports, self_check=check)
+
+
+def prune_checkpoints(root: Path) -> None:
+    """Keep each architecture's highest rung only: a later promotion continues from it, and lower rungs are
+    never continued again (an unpromoted architecture's only checkpoint is its highest)."""
+    if not root.is_dir():
+        return
+    for folder in (p for p in root.iterdir() if p.is_dir() and p.name != "self-check"):
+        rungs = sorted(folder.glob("rung-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        for path in rungs[:-1]:
+            path.unlink(missing_ok=True)

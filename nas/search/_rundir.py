@@ -26,12 +26,13 @@ from cvt import UserError
 from .._paths import atomic_path
 from ._config import SearchConfig
 
-__all__ = ["RunDir", "DeviceLock", "open_storage"]
+__all__ = ["RunDir", "DeviceLock", "open_storage", "JOURNAL", "CHECKPOINTS", "MANIFEST"]
 
 _log = logging.getLogger(__name__)
 
 MANIFEST = "run.json"
 JOURNAL = "study.journal"
+CHECKPOINTS = "checkpoints"  # RUN_DIR/checkpoints/<arch_id>/rung-<r>.pt: the rungs' training states
 TOOL = "cvt-nas"
 
 
@@ -109,6 +110,12 @@ class RunDir:
         """Write ``run.json``: last, once the study exists, so a directory with a manifest can always resume."""
         manifest = {"tool": TOOL, "version": _version(), "created": _now(), "study_name": config.name,
                     "config": config.to_dict(), **extra}  # the config carries its layout version
+        with atomic_path(self.manifest_path) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+    def update_manifest(self, **entries: Any) -> None:
+        """Add or replace top-level entries of ``run.json`` (e.g. the self-check), atomically."""
+        manifest = {**self.read_manifest(), **entries}
         with atomic_path(self.manifest_path) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 

@@ -3,7 +3,19 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["make_sampler", "derive_seed"]
+__all__ = ["make_sampler", "derive_seed", "keeps_values"]
+
+# Samplers that fit their constraint model on COMPLETE trials only (Optuna 5's GPSampler): an over-budget
+# sample must stay COMPLETE, with placeholder values, for them to learn the budget boundary. The others read
+# the constraints of PRUNED trials (TPE ranks infeasible trials by violation whatever their state) or breed
+# from COMPLETE ones, where a feasible trial beats any infeasible one (NSGA-II/III): for them over-budget samples
+# end PRUNED and stay off the dashboards' Pareto plots.
+_NEEDS_COMPLETE = ("gp",)
+
+
+def keeps_values(sampler: str) -> bool:
+    """Whether an over-budget sample is told COMPLETE with placeholder values (else PRUNED, no values)."""
+    return sampler in _NEEDS_COMPLETE
 
 
 def derive_seed(seed: int, *parts: int) -> int:

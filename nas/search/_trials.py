@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import SearchConfig
-from ._records import is_trained, training_recorded, values_from_attrs
+from ._records import PROMOTION_KEYS, is_trained, training_recorded, values_from_attrs
 from ._rundir import open_storage
+from ._samplers import keeps_values
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["load_study", "count_trials", "stop_reason", "find_trained", "requeue", "mark_interrupted", "fail",
-           "recover_interrupted", "settle_worker"]
+           "recover_interrupted", "settle_worker", "tell"]
 
 
 def load_study(config: SearchConfig, run_dir: Path, sampler=None) -> "optuna.Study":
@@ -32,16 +33,30 @@ def load_study(config: SearchConfig, run_dir: Path, sampler=None) -> "optuna.Stu
 def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
     """Counts that drive stopping and the progress display.
 
-    ``trainings``: proxy trainings finished (trained, stopped early by a scheduler (``pruned``), or failed
-    while training); ``untrained``: samples
-    that trained nothing (over budget, duplicate, failed before training); ``costed``/``feasible``:
-    samples whose cost was computed / within every budget; ``running``: trials in flight.
+    ``trainings``: first-rung proxy trainings finished (trained, stopped early by a scheduler (``pruned``), or
+    failed while training); ``untrained``: samples that trained nothing (over budget, duplicate, failed before
+    training); ``costed``/``feasible``: samples whose cost was computed / within every budget; ``running``:
+    first-rung trials in flight. Promotions to higher rungs are counted apart: ``promotions`` finished,
+    ``promoting`` in flight, ``per_rung`` the architectures trained at each rung.
     """
-    counts = dict.fromkeys(("trainings", "trained", "pruned", "failed", "untrained", "duplicates", "running",
-                            "costed", "feasible", "interrupted"), 0)
+    counts: dict[str, Any] = dict.fromkeys(("trainings", "trained", "pruned", "failed", "untrained", "duplicates",
+                                            "running", "costed", "feasible", "interrupted", "promotions",
+                                            "promoting"), 0)
+    per_rung = [0]
     for t in trials:
         state, attrs = t.state.name, t.user_attrs
         status = attrs.get("status")
+        rung = int(attrs.get("rung", 0))
+        if rung > 0:  # a promotion: more compute for an architecture already counted, not a new candidate
+            if state in ("RUNNING", "WAITING"):
+                counts["promoting"] += state == "RUNNING"
+            elif state == "COMPLETE" and status == "trained":
+                counts["promotions"] += 1
+                per_rung += [0] * (rung + 1 - len(per_rung))
+                per_rung[rung] += 1
+            elif status != "interrupted":
+                counts["failed"] += 1
+            continue
         if state in ("RUNNING", "WAITING"):
             counts["running"] += state == "RUNNING"
             continue
@@ -54,6 +69,7 @@ def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
         if state == "COMPLETE" and status == "trained":
             counts["trainings"] += 1
             counts["trained"] += 1
+            per_rung[0] += 1
         elif state == "PRUNED" and status == "pruned":
             counts["trainings"] += 1
             counts["pruned"] += 1
@@ -63,6 +79,7 @@ def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
         else:
             counts["untrained"] += 1
             counts["duplicates"] += status == "duplicate"
+    counts["per_rung"] = per_rung
     return counts
 
 
@@ -83,7 +100,7 @@ def stop_reason(config: SearchConfig, counts: dict[str, int], deadline: float | 
 def find_trained(study: "optuna.Study", arch_id: str) -> tuple[int, list[float]] | None:
     """(number, objective values) of a trial that already trained ``arch_id``, or None."""
     for t in study.get_trials(deepcopy=False):
-        if is_trained(t) and t.user_attrs.get("arch_id") == arch_id:
+        if is_trained(t) and t.user_attrs.get("arch_id") == arch_id and not t.user_attrs.get("rung"):
             return t.number, list(t.values)
     return None
 
@@ -95,8 +112,20 @@ def requeue(study: "optuna.Study", trial: Any) -> bool:
     """
     if not (trial.user_attrs.get("phase") and trial.params):
         return False
-    study.enqueue_trial(dict(trial.params), user_attrs={"requeue_of": trial.number})
+    promotion = {k: trial.user_attrs[k] for k in PROMOTION_KEYS if k in trial.user_attrs}
+    study.enqueue_trial(dict(trial.params), user_attrs={"requeue_of": trial.number, **promotion})
     return True
+
+
+def tell(study: "optuna.Study", trial: Any, values: list[float] | None) -> None:
+    """End a trial with its objective values, or as PRUNED when ``values`` is None (an over-budget sample
+    whose sampler learns from its constraints without values: :func:`nas.search._samplers.keeps_values`)."""
+    import optuna
+
+    if values is None:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, values)
 
 
 def mark_interrupted(study: "optuna.Study", trial: Any) -> None:
@@ -130,8 +159,12 @@ def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
         if status is None and phase == "training" and training_recorded(t.user_attrs):
             _set_attrs(study, t, phase="done", status="trained")  # killed between storing and marking
             status, phase = "trained", "done"
-        if status in ("trained", "over_budget") and phase == "done":
+        if status == "trained" and phase == "done":
             study.tell(t.number, values_from_attrs(config.space.objective_names, t.user_attrs))
+            done += 1
+        elif status == "over_budget" and phase == "done":
+            tell(study, t.number, values_from_attrs(config.space.objective_names, t.user_attrs)
+                 if keeps_values(config.sampling.sampler) else None)
             done += 1
         elif status == "pruned" and phase == "done":  # Ray backend with --scheduler asha
             study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
