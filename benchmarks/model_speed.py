@@ -14,6 +14,10 @@ Achieved rate = 2 x MACs / time (inference: the forward MACs by the paper's conv
     python benchmarks/model_speed.py --quick               # smoke run: small batches, one round
     python benchmarks/model_speed.py --threads 1 --clock cpu   # stable on a machine shared with others
     python benchmarks/model_speed.py --models cvt_13 --compile   # adds torch.compile'd ours as a row
+    python benchmarks/model_speed.py --device cuda --batches 1,64,256 --train-batch 128 --channels-last  # GPU suite
+
+With bf16 autocast it also checks our bf16 logits against our fp32 ones on the same inputs: the largest
+difference must stay within ``BF16_TOLERANCE`` of the fp32 logits' range (bf16 keeps 8 significant bits).
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ from torch import nn
 
 from nas.cli import ArgumentParser, run_main
 from nas.cost import count_macs
+
+BF16_TOLERANCE = 0.02  # of the fp32 logits' range (max - min): bf16 rounding through a 13-block network
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,21 @@ def _max_diff(ours: nn.Module, base: nn.Module, x: torch.Tensor, amp_dtype: torc
         return (_logits(ours(x)).float() - _logits(base(x)).float()).abs().max().item()
 
 
+def _bf16_check(model: nn.Module, x: torch.Tensor) -> str:
+    """Our bf16 autocast logits against our fp32 ones, within the stated tolerance or not."""
+    with torch.inference_mode():
+        model.eval()
+        full = _logits(model(x)).float()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            half = _logits(model(x)).float()
+    diff = (half - full).abs().max().item()
+    span = (full.max() - full.min()).item()
+    agree = (half.argmax(1) == full.argmax(1)).float().mean().item()
+    verdict = "within" if diff <= BF16_TOLERANCE * span else "OUTSIDE"
+    return (f"bf16 vs fp32 (ours): max |logit difference| {diff:.3g} = {100 * diff / span:.2f}% of the logit range "
+            f"({verdict} the {100 * BF16_TOLERANCE:.0f}% tolerance), top-1 agreement {100 * agree:.0f}%")
+
+
 def _environment(device: torch.device, threads: int) -> list[str]:
     import timm
     import transformers
@@ -217,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
     parser.add_argument("--ablate", action="store_true",
                         help="also time ours with its fast path off (model.set_fast_path(False): plain PyTorch ops)")
+    parser.add_argument("--batches", default=None, metavar="LIST",
+                        help="inference batches, comma-separated (default 1,--batch)")
+    parser.add_argument("--train-batch", type=int, default=None, help="training-step batch (default --batch)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, one round")
     args = parser.parse_args(argv)
 
@@ -237,11 +262,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--clock cpu times CPU work only; use it with --device cpu")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     batch, repeats = (2, 1) if args.quick else (args.batch, args.repeats)
-    tasks = [("inference", 1), ("inference", batch), ("train step", batch)]
+    try:
+        batches = [int(b) for b in (args.batches or f"1,{batch}").split(",") if b.strip()]
+    except ValueError:
+        parser.error(f"--batches {args.batches!r}: give comma-separated positive integers, e.g. 1,64,256")
+    if args.quick:
+        batches = [min(b, 2) for b in batches]
+    train_batch = 2 if args.quick else (args.train_batch or batch)
+    if not batches or min(batches + [train_batch]) < 1:
+        parser.error("--batches and --train-batch must be positive")
+    tasks = [("inference", b) for b in dict.fromkeys(batches)] + [("train step", train_batch)]
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
 
     print("\n".join(_environment(device, threads)))
     precision = "bf16 autocast" if amp_dtype else "fp32"
-    print(f"device: {device.type}, {precision}, {repeats} rounds per task, median {args.clock} times\n")
+    layout = ", channels-last" if args.channels_last else ""
+    print(f"device: {device.type}, {precision}{layout}, {repeats} rounds per task, median {args.clock} times\n")
     mm, mm_flops = _matmul(device, amp_dtype or torch.float32)
 
     header = (f"{'model':<10} {'task':<11} {'batch':>5} {'contender':<18} {'ms':>9} {'speedup':>8} "
@@ -251,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         case = CASES[name]
         ours, base, base_label = case.build()
-        ours, base = ours.to(device), base.to(device)
         macs = count_macs(ours, case.resolution)
+        ours, base = ours.to(device, memory_format=memory_format), base.to(device, memory_format=memory_format)
         contenders = [(base_label, base), ("cvt-nas", ours)]
         if args.ablate and hasattr(ours, "set_fast_path"):
             contenders.append(("cvt-nas, fast off", copy.deepcopy(ours).set_fast_path(False)))
@@ -264,8 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             diffs.append(f"{precision} {_max_diff(ours, base, probe, amp_dtype):.2e}")
         print(f"{name}: {macs / 1e9:.3f} GMACs at {case.resolution}, max |logit difference| vs {base_label}: "
               f"{', '.join(diffs)}")
+        if amp_dtype:
+            print(f"{name}: {_bf16_check(ours, torch.randn(8, 3, case.resolution, case.resolution, device=device))}")
         for task, b in tasks:
-            x = torch.randn(b, 3, case.resolution, case.resolution, device=device)
+            x = torch.randn(b, 3, case.resolution, case.resolution, device=device).contiguous(
+                memory_format=memory_format)
             runners = [_Runner(model, x, task != "inference", amp_dtype) for _, model in contenders]
             for run in runners:  # warm-up (allocator, compile, cudnn autotune)
                 for _ in range(1 if device.type == "cpu" else 3):

@@ -1,5 +1,6 @@
 """What several test modules share: the repository root, the tiny CvT space, and loading a benchmark script."""
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +14,7 @@ def load_script(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

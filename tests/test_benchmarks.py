@@ -100,3 +100,36 @@ def test_proxy_fidelity_shards_merge_into_the_unsharded_result(tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         fidelity.main([*common, "--shard", "2/2"])
     assert exit_info.value.code == 2
+
+
+def test_gpu_suite_smoke_runs_every_part_and_says_what_is_skipped(tmp_path, monkeypatch):
+    suite = load_script("gpu_suite")
+    monkeypatch.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "suite"
+    assert suite.main(["--smoke", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    status = {p["part"]: p for p in summary["parts"]}
+    assert [status[n]["status"] for n in ("model-speed", "latency", "proxy", "search")] == ["ok"] * 4
+    assert status["oracle"]["status"] == "skipped" and "not built yet" in status["oracle"]["reason"]
+    text = (out / "suite.md").read_text()
+    assert "| cvt-nas" not in text and "cvt-nas " in text and "latency table of cvt13-nas" in text
+    assert "images/s" in text and "stopped:" in text
+    assert {"suite.md", "summary.json", "search-pareto.csv", "search-best.yaml"} <= {p.name for p in out.iterdir()}
+    assert len(list(out.iterdir())) <= 8  # what a device call brings back
+
+
+def test_gpu_suite_bad_input(tmp_path, monkeypatch, capsys):
+    from nas.cli import run_main
+
+    suite = load_script("gpu_suite")
+    # No GPU outside the smoke run: one line saying where to run it.
+    assert run_main(suite.main, ["--out", str(tmp_path / "o")]) == 2
+    assert "no CUDA device is visible" in capsys.readouterr().err
+    assert run_main(suite.main, ["--smoke", "--parts", "nope", "--out", str(tmp_path / "o")]) == 2
+    # A missing wheel and missing data name the command that provides them.
+    part = suite.Part("x", "x", 1, suite.model_speed, needs=("no_such_module_here",))
+    assert "gpu_wheels.sh" in suite._missing(part)
+    monkeypatch.setattr(suite, "CARRIED", tmp_path / "nothing")
+    monkeypatch.setenv("CVT_NAS_DATA", str(tmp_path / "empty"))
+    data, reason = suite._prepare_cifar(smoke=False)
+    assert data is None and "gpu_wheels.sh" in reason
