@@ -39,6 +39,7 @@ from torch import nn
 
 from nas.cli import ArgumentParser, run_main
 from nas.cost import count_macs
+from nas.devices import available_cpus
 
 BF16_TOLERANCE = 0.02  # of the fp32 logits' range (max - min): bf16 rounding through a 13-block network
 
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.device == "cuda" and not cuda:
         raise cvt.UserError("--device cuda: no CUDA device is visible to torch; use --device cpu")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and cuda) else "cpu")
-    threads = args.threads or len(os.sched_getaffinity(0))
+    threads = args.threads or available_cpus()
     torch.set_num_threads(threads)
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
     if args.clock == "cpu" and device.type != "cpu":

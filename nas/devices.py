@@ -1,4 +1,5 @@
-"""Device names, checked once for every room: ``cpu``, ``cuda``, ``cuda:N`` and ``auto``.
+"""Device names, checked once for every room: ``cpu``, ``cuda``, ``cuda:N`` and ``auto``; and the CPUs this
+process may use (:func:`available_cpus`: affinity and cgroup quota, not the machine's core count).
 
 ``auto`` means a CUDA GPU when this torch build sees one, else the CPU. Every command takes its devices
 through these functions, so a name means the same everywhere and a missing device is one clear error.
@@ -11,8 +12,10 @@ import torch
 
 from cvt import UserError
 
+from ._cpu import available_cpus
+
 __all__ = ["parse_device", "normalize_device", "device_available", "check_device", "resolve_device",
-           "worker_device"]
+           "worker_device", "available_cpus"]
 
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 

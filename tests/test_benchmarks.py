@@ -133,3 +133,14 @@ def test_gpu_suite_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CVT_NAS_DATA", str(tmp_path / "empty"))
     data, reason = suite._prepare_cifar(smoke=False)
     assert data is None and "gpu_wheels.sh" in reason
+
+
+def test_contention_benchmark_smoke(tmp_path, capsys):
+    bench = load_script("contention")
+    out = tmp_path / "contention.json"
+    assert bench.main(["--quick", "--policies", "default,spin 10k", "--loads", "0,1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| default | 1 |" in text and "| spin 10k | 0 |" in text
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"default|0", "default|1", "spin 10k|0", "spin 10k|1"}
+    assert all(r[0]["wall_s"] > 0 and r[0]["threads"] >= 1 for r in runs.values())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Iterator
 
 import torch
@@ -11,16 +10,14 @@ from torch import nn
 import cvt
 from cvt import UserError
 
+from .._cpu import available_cpus
 from ..data import Dataset
 from ._config import ProxyConfig
 
 
 def default_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The CPUs this process may use (affinity and cgroup quota)."""
+    return available_cpus()
 
 
 @contextlib.contextmanager

@@ -198,8 +198,8 @@ class LatencyMeasurement(_Group):
                                                      "measurement never overlaps proxy training on the same device")
     batch_size: int = _opt(1, "batch size of the latency measurement", metavar="N", kind=int)
     dtype: str = _opt("fp32", "dtype of the latency measurement", choices=tuple(DTYPES))
-    latency_threads: int | None = _opt(None, "CPU threads of a latency measurement on the CPU (default: all cores)",
-                                       metavar="N", kind=int)
+    latency_threads: int | None = _opt(None, "CPU threads of a latency measurement on the CPU (default: the CPUs "
+                                             "this process may use)", metavar="N", kind=int)
 
     def __post_init__(self) -> None:
         if self.latency not in LATENCY_MODES:
@@ -306,7 +306,8 @@ class TrainingSettings(_Group):
                                    "or a training-free score: naswot, synflow, grad_norm, dss (docs/performance.md "
                                    "says how well each ranks)", metavar="NAME")
     train_device: str = _opt("auto", "cpu, cuda, cuda:N or auto: every visible GPU, else CPU", metavar="DEVICE")
-    threads: int | None = _opt(None, "CPU threads shared by all workers (default: all cores)", metavar="N", kind=int)
+    threads: int | None = _opt(None, "CPU threads shared by all workers (default: the CPUs this process may use: "
+                                     "affinity and cgroup quota)", metavar="N", kind=int)
 
     def __post_init__(self) -> None:
         from nas.proxy import ProxyConfig

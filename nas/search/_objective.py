@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from cvt import UserError
 
 from ._config import SearchConfig
+from .._cpu import available_cpus
 from ..devices import worker_device
 from ..metrics import ANALYTIC_COSTS, METRICS
 from ._records import Cost, cost_attrs, objective_values, training_attrs
@@ -54,7 +54,7 @@ class Evaluator:
         self.budgets = config.space.budgets
         self.resolution = resolution or config.space.resolution
         self.train_device = train_device or worker_device(config.training.train_device, worker)
-        total = config.training.threads or os.cpu_count() or 1
+        total = config.training.threads or available_cpus()
         self.threads = threads or max(1, total // config.sampling.workers)
         self._dataset = dataset
         self._estimator = None
@@ -140,7 +140,7 @@ class Evaluator:
         lock = self.device_lock(c.device).exclusive() if self.run_dir.is_dir() else contextlib.nullcontext()
         with lock:
             result = measure_latency(model_config, device=c.device, batch_size=c.batch_size, resolution=resolution,
-                                     dtype=c.dtype, threads=c.latency_threads or os.cpu_count(),
+                                     dtype=c.dtype, threads=c.latency_threads or available_cpus(),
                                      num_classes=self.config.space.num_classes)
         return float(result.median_ms), float(result.iqr_ms), result.device_name, "measured"
 
