@@ -14,6 +14,16 @@ work on one machine (a last call with every seed then only reports).
 
     python benchmarks/search_efficiency.py --quick --out-dir /tmp/efficiency          # smoke run, minutes
     python benchmarks/search_efficiency.py --out-dir runs/efficiency --threads 1 --seeds 0 1 2
+
+With ``--oracle`` (a ranking-oracle file of the same space and budget) it also reports what a NAS user cares
+about: the CPU-seconds of proxy training until the search's pick (what it would return at that moment) is within
+0.5 points of the oracle's best in the band, and the final pick's oracle accuracy. Picks the oracle lacks are
+trained with its reference recipe into ``--incumbents`` (resumable), so the comparison of random search, TPE and
+TPE with promotion (``tpe+promotion``) uses one ground truth::
+
+    python benchmarks/search_efficiency.py --space cvt --budget 4GFLOPs --samplers random tpe tpe+promotion \
+        --epochs 2 --train-subset 3000 --val-subset 1000 --trials 20 --threads 1 --out-dir runs/oracle-efficiency \
+        --oracle experiments/results/ranking-oracle/cvt-4gflops.json
 """
 from __future__ import annotations
 
@@ -30,10 +40,13 @@ import cvt  # noqa: F401  (first: makes torchvision, hence timm, importable on C
 
 from nas.cli import ArgumentParser, run_main
 from nas.budget import parse_budget
-from nas.search import SearchConfig, run_search
+from nas.search import SAMPLERS, SearchConfig, run_search
 
 QUICK = {"trials": 4, "proxy": {"epochs": 1, "train_subset": 256, "val_subset": 256, "width_mult": 0.25}}
 DONE = "efficiency-run.json"  # written into a run directory once its search has finished
+PROMOTION = "+promotion"  # a sampler name with this suffix searches with promotion (--rungs PROMOTION_RUNGS)
+PROMOTION_RUNGS = "1,2,4"
+WITHIN = 0.5  # points: a search "holds" the oracle's best once its pick is this close to it
 
 
 def hypervolume(points: Sequence[tuple[float, float]], ref_accuracy: float, ref_macs: float) -> float:
@@ -72,17 +85,18 @@ def curves(rows: list[dict[str, Any]], ref_accuracy: float, ref_macs: float) -> 
     return out
 
 
-def run_one(args: Any, run_dir: Path, sampler: str, seed: int, proxy: dict[str, Any]) -> None:
-    """Run (or resume) one sampler's search into ``run_dir``, unless it has finished already."""
+def run_one(args: Any, run_dir: Path, variant: str, seed: int, proxy: dict[str, Any]) -> None:
+    """Run (or resume) one variant's search into ``run_dir``, unless it has finished already."""
     if (run_dir / DONE).is_file():
         return
+    sampler = variant.removesuffix(PROMOTION)
     config = SearchConfig.create(space=args.space, budget=args.budget, objectives=("accuracy", "macs"),
                                  trials=args.trials, sampler=sampler, seed=seed,
                                  # Random search finds few candidates within a tight budget (4% of cvt13-nas
                                  # at 4 GFLOPs): let it sample until it has trained as many as the others.
                                  max_untrained=200 * args.trials, data=args.data, data_dir=args.data_dir,
                                  proxy=proxy, threads=args.threads, out=str(run_dir),
-                                 rungs="1", self_check=0,  # one proxy per candidate: the samplers compared alone
+                                 rungs=PROMOTION_RUNGS if variant.endswith(PROMOTION) else "1", self_check=0,
                                  resume=(run_dir / "run.json").is_file())
     print(f"== {sampler}, seed {seed}: {run_dir}", flush=True)
     result = run_search(config)
@@ -157,12 +171,101 @@ def _plot(results: dict[str, list[dict[str, list[float]]]], path: Path) -> None:
     plt.close(fig)
 
 
+def picks(run_dir: Path) -> list[tuple[float, Any]]:
+    """(CPU-seconds of training so far, the search's pick then) after every training of a run, in the order they
+    finished; the pick is what the search would return at that moment (``select_trials``: the front's first
+    row, highest rung first)."""
+    from types import SimpleNamespace
+
+    from nas.search import load_run, select_trials
+
+    _, config, study = load_run(run_dir)
+    threads = config.training.threads or 1
+    trials = study.get_trials(deepcopy=False)
+    done = sorted((t for t in trials if t.user_attrs.get("status") == "trained" and t.datetime_complete),
+                  key=lambda t: t.datetime_complete)
+    out, cpu = [], 0.0
+    for i, t in enumerate(done):
+        cpu += float(t.user_attrs.get("train_wall_s", 0.0)) * threads
+        seen = {u.number for u in done[:i + 1]}
+        upto = [u for u in trials if u.number in seen or u.user_attrs.get("status") != "trained"]
+        front = select_trials(SimpleNamespace(get_trials=lambda deepcopy=False, upto=upto: upto),
+                              config.space.objective_names, pareto=True)
+        out.append((cpu, front[0]))
+    return out
+
+
+def oracle_efficiency(args: Any, runs: dict[str, list[Path]]) -> None:
+    """Train every pick the oracle lacks (reference recipe, seed 0; resumable) and report the compute until each
+    search held an architecture within ``WITHIN`` points of the oracle's best in the band."""
+    import math
+
+    from nas.data import load_dataset
+    from nas.ranking import OracleSpec, OracleStore, Reference, oracle_truth, train_reference
+    from search_spaces import get_space
+
+    saved = OracleStore.read(args.oracle)
+    spec = OracleSpec.from_identity(saved["settings"])
+    if (spec.space, spec.budget_value) != (args.space, parse_budget(args.budget)):
+        raise cvt.UserError(f"--oracle {args.oracle} measured space {spec.space} at {spec.budget}; run the searches "
+                            f"with --space {spec.space} --budget {spec.budget.replace(' ', '')}")
+    oracle = OracleStore(None, saved["settings"])
+    oracle.merge(args.oracle)
+    band = [a for a, r in oracle.architectures.items() if r["kind"] != "anchor"]
+    truth = oracle_truth(oracle, band)
+    target = max(v for v in truth.values() if math.isfinite(v))
+    store = OracleStore.at(args.incumbents or args.out_dir / "incumbents.json", saved["settings"])
+    config_cls = cvt.family_named(get_space(args.space).family).config_cls
+    dataset = None
+
+    def accuracy(trial: Any) -> float:
+        nonlocal dataset
+        arch = trial.user_attrs["arch_id"]
+        if arch in truth:
+            return truth[arch]
+        if not store.has(arch, 0) and not args.report_only:
+            dataset = dataset or load_dataset(saved["settings"]["data"]["name"], args.data_dir)
+            config = config_cls.from_dict(trial.user_attrs["model_config"])
+            ref = Reference(arch, "incumbent", f"pick of trial {trial.number}", config,
+                            int(trial.user_attrs["macs"]), int(trial.user_attrs["params"]))
+            print(f"oracle training of a pick: {arch} ({ref.macs / 1e9:.2f} GMACs)", flush=True)
+            store.add(ref, 0, train_reference(ref, 0, spec, dataset, threads=args.threads))
+        return store.accuracy(arch, 0)
+
+    print(f"\nCompute until the search holds an architecture within {WITHIN} points of the oracle's best in the band "
+          f"({target:.2f}%; {args.oracle}), CPU-minutes of proxy training (mean ± sd over the runs that got there)")
+    print("| search | runs | held within 0.5 | CPU-min to hold | final pick, oracle % | regret (points) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for variant, dirs in runs.items():
+        held, final = [], []
+        for run_dir in dirs:
+            events = picks(run_dir)
+            if not events:
+                continue
+            scores = [(cpu, accuracy(pick)) for cpu, pick in events]
+            hit = next((cpu for cpu, acc in scores if acc >= target - WITHIN), None)
+            if hit is not None:
+                held.append(hit / 60)
+            final.append(scores[-1][1])
+        finite = [a for a in final if math.isfinite(a)]
+        print(f"| {variant} | {len(final)} | {len(held)} of {len(final)} | {_mean_sd(held, 1)} | "
+              f"{_mean_sd(finite)} | {_mean_sd([target - a for a in finite])} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="cvt13-nas", help="search space (default cvt13-nas)")
     parser.add_argument("--budget", default="4GFLOPs", help="MAC budget (default 4GFLOPs)")
     parser.add_argument("--trials", type=int, default=20, help="proxy trainings per run (default 20)")
-    parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"], help="samplers to compare")
+    parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"],
+                        help=f"samplers to compare; a name ending in {PROMOTION} searches with promotion (rungs "
+                             f"{PROMOTION_RUNGS}), e.g. random tpe tpe{PROMOTION}")
+    parser.add_argument("--oracle", type=Path, default=None,
+                        help="a ranking-oracle file of the same space and budget: also report the compute until each "
+                             "search held an architecture within 0.5 points of its best (picks it lacks are trained "
+                             "with its recipe)")
+    parser.add_argument("--incumbents", type=Path, default=None,
+                        help="where those trainings are kept (default OUT_DIR/incumbents.json; resumed)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per sampler (default 0 1 2)")
     parser.add_argument("--data", default="cifar10", help="dataset (default cifar10)")
     parser.add_argument("--data-dir", default=None, help="data root (default $CVT_NAS_DATA)")
@@ -182,7 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if budget.kind != "macs":
         parser.error(f"--budget {args.budget!r} is not a MAC budget; give e.g. 4GFLOPs")
 
+    unknown = [s for s in args.samplers if s.removesuffix(PROMOTION) not in SAMPLERS]
+    if unknown:
+        parser.error(f"unknown sampler {unknown[0]!r}; use one of {', '.join(SAMPLERS)}, optionally with {PROMOTION}")
     results: dict[str, list[dict[str, list[float]]]] = {s: [] for s in args.samplers}
+    finished: dict[str, list[Path]] = {s: [] for s in args.samplers}
     for seed in args.seeds:  # seeds outermost: an interrupted benchmark has every sampler at equal footing
         for sampler in args.samplers:
             run_dir = args.out_dir / f"{sampler}-seed{seed}"
@@ -191,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (run_dir / DONE).is_file():
                 print(f"not finished, left out: {run_dir}")
                 continue
+            finished[sampler].append(run_dir)
             # Chance accuracy is the reference: a candidate that learned nothing adds no volume.
             classes = json.loads((run_dir / "run.json").read_text()).get("dataset", {}).get("num_classes", 10)
             results[sampler].append(curves(read_trials(run_dir), 100.0 / classes, budget.value / 1e9))
@@ -199,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"space": args.space, "budget": args.budget, "trials": args.trials, "proxy": proxy, "runs": results},
         indent=1) + "\n")
     report({s: r for s, r in results.items() if r}, args.trials, args.plot or args.out_dir / "efficiency.png")
+    if args.oracle is not None:
+        oracle_efficiency(args, {s: d for s, d in finished.items() if d})
     return 0
 
 

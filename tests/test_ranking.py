@@ -204,3 +204,29 @@ def test_estimator_fidelity_measures_resumes_and_merges(quick_oracle, tmp_path, 
     before = whole.read_bytes()
     assert run_main(bench.main, [a for a in args if a != "--quick"] + ["--out", str(whole)]) == 2
     assert "other settings" in capsys.readouterr().err and whole.read_bytes() == before
+
+
+def test_search_efficiency_against_the_oracle_trains_the_picks_it_lacks(quick_oracle, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
+    bench = load_script("search_efficiency")
+    args = ["--quick", "--space", "cvt", "--budget", "4GFLOPs", "--data", "synthetic", "--threads", "1",
+            "--seeds", "0", "--samplers", "random", "tpe+promotion", "--out-dir", str(tmp_path / "eff"),
+            "--oracle", str(quick_oracle)]
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    assert "| random | 1 | " in text and "| tpe+promotion | 1 | " in text and "within 0.5 points" in text
+    rows = bench.read_trials(tmp_path / "eff" / "tpe+promotion-seed0")
+    assert sorted(r["rung"] for r in rows if r["status"] == "trained") == ["0"] * 4 + ["1"] * 2 + ["2"]
+    # Every pick the oracle lacks was trained with its recipe, once; a report reads them back.
+    picks = {p.user_attrs["arch_id"] for run in ("random-seed0", "tpe+promotion-seed0")
+             for _, p in bench.picks(tmp_path / "eff" / run)}
+    oracle = json.loads(quick_oracle.read_text())["architectures"]
+    stored = json.loads((tmp_path / "eff" / "incumbents.json").read_text())["results"]
+    assert set(stored) == picks - set(oracle)
+    stamp = (tmp_path / "eff" / "incumbents.json").stat().st_mtime_ns
+    assert bench.main(args + ["--report-only"]) == 0
+    assert (tmp_path / "eff" / "incumbents.json").stat().st_mtime_ns == stamp
+    # An oracle of another space is one clear line.
+    assert run_main(bench.main, [a if a != "cvt" else "cvt13-nas" for a in args] + ["--report-only"]) == 2
+    assert "measured space cvt" in capsys.readouterr().err

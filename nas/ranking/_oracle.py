@@ -97,6 +97,15 @@ class OracleSpec:
     def budget_value(self) -> Budget:
         return parse_budget(self.budget)
 
+    @classmethod
+    def from_identity(cls, identity: Mapping[str, Any]) -> "OracleSpec":
+        """The spec an oracle file was measured with (its ``settings``), for training more architectures
+        under the same recipe; the size fields keep their defaults."""
+        budget = identity["budget"]
+        return cls(space=identity["space"], budget=str(Budget(budget["kind"], budget["value"])),
+                   band=tuple(identity["band"]), sample_seed=identity["sample_seed"],
+                   recipe=ProxyConfig.from_dict(identity["recipe"]))
+
     def identity(self, dataset: Any) -> dict[str, Any]:
         """Everything a result depends on: two stores share results only when these are equal."""
         budget = self.budget_value

@@ -23,12 +23,12 @@ import sys
 import warnings
 from typing import Sequence
 
-from ._config import SearchConfig
+from ._config import SAMPLERS, SearchConfig
 from ._export import FORMATS, export_run, export_trials, load_run, select_trials
 from ._run import SearchResult, run_search
 
-__all__ = ["main", "SearchConfig", "SearchResult", "run_search", "export_run", "export_trials", "select_trials",
-           "load_run", "FORMATS"]
+__all__ = ["main", "SearchConfig", "SAMPLERS", "SearchResult", "run_search", "export_run", "export_trials",
+           "select_trials", "load_run", "FORMATS"]
 
 
 class _StderrHandler(logging.StreamHandler):
