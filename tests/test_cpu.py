@@ -1,8 +1,10 @@
 """The CPUs a process may use: affinity and cgroup quota, read without torch."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -34,3 +36,32 @@ def test_the_thread_default_respects_an_affinity_mask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["1", "1"]
     assert available_cpus() >= 1
+
+
+def test_contention_warning_on_fixed_figures():
+    from nas._contention import BusyProcess, contention_warning
+
+    one = [BusyProcess(41, "python", 0.98)]
+    assert contention_warning(2, 1, one) is None  # 1 + 1 fits 2 CPUs
+    line = contention_warning(2, 2, one)
+    assert line.startswith("the CPUs are shared: python (pid 41, 98% of a CPU) use about 1.0 of the 2 CPUs")
+    assert "(--threads 1 fits what is left)" in line
+    many = [BusyProcess(i, f"job{i}", 0.9) for i in range(5)]
+    assert "job0 (pid 0, 90% of a CPU), job1" in contention_warning(8, 6, many) and "and 2 more" in \
+        contention_warning(8, 6, many)
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_busy_neighbour_is_found_and_named():
+    from nas._contention import busy_processes
+
+    busy = "import time\nend = time.time() + 20\nwhile time.time() < end: pass"
+    neighbour = subprocess.Popen([sys.executable, "-c", busy])
+    try:
+        time.sleep(0.3)
+        found = {p.pid: p for p in busy_processes(interval=1.0)}
+        assert neighbour.pid in found and found[neighbour.pid].cpus > 0.3
+        assert os.getpid() not in found
+    finally:
+        neighbour.kill()
+        neighbour.wait()

@@ -169,6 +169,7 @@ def run_search(config: SearchConfig) -> SearchResult:
     study = _open_study(config, run, ready)
     _announce(config, ready.space, ready.resolution, ready.proxy, ready.dataset, run.path)
     _announce_promotion(config, ready)
+    _warn_contention(config, ready)
 
     before = study.get_trials(deepcopy=False)
     progress = Progress(config, lambda: study.get_trials(deepcopy=False),
@@ -317,6 +318,19 @@ def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
                   "%d (--self-check 0 turns it off)", ready.self_check, ready.baseline[0], config.sampling.seed + 1)
     elif config.promotion.self_check is None and ready.evaluator.estimator.supports_rungs:
         _log.info("self-check: off, as it would add more than half of this run's compute (--self-check 1 forces it)")
+
+
+def _warn_contention(config: SearchConfig, ready: _Ready) -> None:
+    """A warning naming the competing processes when the search's CPU threads and theirs exceed the CPUs."""
+    from .._contention import busy_processes, contention_warning
+    from .._cpu import available_cpus
+
+    if ready.proxy.device.startswith("cuda"):  # GPU trainings: the CPUs are not the bottleneck
+        return
+    threads = ready.evaluator.threads * config.sampling.workers
+    line = contention_warning(available_cpus(), threads, busy_processes())
+    if line is not None:
+        _log.warning("warning: %s", line)
 
 
 def _finish(config: SearchConfig, study: Any, run: RunDir, reason: str, resolution: int,
