@@ -67,6 +67,7 @@ def contention_warning(cpus: int, threads: int, others: list[BusyProcess]) -> st
     names = ", ".join(f"{p.name} (pid {p.pid}, {100 * p.cpus:.0f}% of a CPU)" for p in others[:3])
     more = f" and {len(others) - 3} more" if len(others) > 3 else ""
     fit = max(1, round(cpus - load))
+    advice = f"--threads {fit} fits what is left" if fit < threads else "nothing smaller fits: expect it to take longer"
     return (f"the CPUs are shared: {names}{more} use about {load:.1f} of the {cpus} CPUs this process may use, "
             f"and training asks for {threads} thread(s); trainings and latency figures will be slower and noisier "
-            f"(--threads {fit} fits what is left)")
+            f"({advice})")

@@ -43,6 +43,7 @@ def test_contention_warning_on_fixed_figures():
 
     one = [BusyProcess(41, "python", 0.98)]
     assert contention_warning(2, 1, one) is None  # 1 + 1 fits 2 CPUs
+    assert "nothing smaller fits" in contention_warning(1, 1, one)
     line = contention_warning(2, 2, one)
     assert line.startswith("the CPUs are shared: python (pid 41, 98% of a CPU) use about 1.0 of the 2 CPUs")
     assert "(--threads 1 fits what is left)" in line

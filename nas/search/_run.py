@@ -314,8 +314,9 @@ def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
             _log.info("timeout: new candidates for the first %.0f%% of it, promotions after that",
                       100 * promotion.first_share)
     if ready.self_check:
-        _log.info("self-check at the end: the top %d and the baseline (%s) trained again at the top rung under seed "
-                  "%d (--self-check 0 turns it off)", ready.self_check, ready.baseline[0], config.sampling.seed + 1)
+        _log.info("self-check at the end: the top %d and the baseline (%s) trained again at %dx the proxy budget "
+                  "under seed %d (--self-check 0 turns it off)", ready.self_check, ready.baseline[0],
+                  config.promotion.rungs[-1], config.sampling.seed + 1)
     elif config.promotion.self_check is None and ready.evaluator.estimator.supports_rungs:
         _log.info("self-check: off, as it would add more than half of this run's compute (--self-check 1 forces it)")
 

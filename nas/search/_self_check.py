@@ -162,7 +162,8 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
             entry.update(check_accuracy=done[key]["check_accuracy"], seconds=done[key]["seconds"])
             continue
         model_config = base_config if entry["label"] == "baseline" else config_cls.from_dict(entry["config"])
-        _log.info("self-check: training %s (%s) at rung %d under seed %d", entry["label"], key, top_rung, seed)
+        _log.info("self-check: training %s (%s) at %dx the proxy budget under seed %d", entry["label"], key,
+                  config.promotion.rungs[top_rung], seed)
         result = evaluator.estimate(model_config, rung=top_rung, seed=seed,
                                     directory=run_dir / CHECKPOINTS / "self-check" / key)
         entry.update(check_accuracy=float(result.accuracy), seconds=round(float(result.wall_time_s), 1))
