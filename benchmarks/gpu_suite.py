@@ -12,8 +12,12 @@ and the next one runs), its output goes into ``suite.md`` and its status into ``
    GPU defaults, and one full GPU proxy trial of CvT-13 on all 50,000 CIFAR-10 images.
 4. ``search``: a short search of ``cvt13-nas`` on the GPU under a measured latency budget (80% of CvT-13's),
    with its front (``pareto.csv``) and best export.
-5. ``oracle`` and 6. ``supernet``: reported as not built yet until the ranking oracle's GPU edition and the
-   supernet exist.
+5. ``oracle``: the ranking oracle's GPU edition at 4 GFLOPs (``nas.ranking.GPU_RECIPE``: all 50,000 images, 3
+   epochs, bf16), four shard processes sharing the GPU, stopped before the time box ends and merged into
+   ``oracle-gpu-4gflops.json``; it resumes from ``experiments/results/ranking-oracle/cvt-4gflops-gpu.json`` (commit
+   what comes back there), so it grows across calls. After parts 1-4 little time is left: give it a call of its
+   own, ``--parts oracle``.
+6. ``supernet``: reported as not built yet until the supernet exists.
 
 On the GPU machine (Python 3.12, its own CUDA torch): first, here, ``bash benchmarks/gpu_wheels.sh`` (wheels of
 what that machine lacks and the CIFAR-10 archive, into the git-ignored ``.gpu/``); then one device call that
@@ -43,6 +47,7 @@ from typing import Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 CARRIED = ROOT / ".gpu"  # what benchmarks/gpu_wheels.sh fetched: wheels/ and data/
 BUDGET_S = 540  # the whole suite: 9 minutes of a 10-minute device command
+PREVIOUS_ORACLE = ROOT / "experiments" / "results" / "ranking-oracle" / "cvt-4gflops-gpu.json"  # resumed from
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,12 @@ class Part:
 
 @dataclass(frozen=True)
 class Context:
-    """What a part's process is told: where outputs go, whether this is the CPU smoke run, the data."""
+    """What a part's process is told: where outputs go, whether this is the CPU smoke run, the data, its time."""
 
     out: Path
     smoke: bool
     data_dir: str | None
+    seconds: float = 60.0  # its time box (a part that starts processes of its own stops them in time)
 
     @property
     def device(self) -> str:
@@ -165,6 +171,40 @@ def search(ctx: Context) -> None:
             shutil.copy(best[0], ctx.out / "search-best.yaml")
 
 
+def oracle(ctx: Context) -> None:
+    """The ranking oracle's GPU edition: shard processes sharing the GPU, stopped before the part's time is up
+    (their results so far kept: the oracle resumes), then merged into one file."""
+    shards = 2 if ctx.smoke else 4
+    work = Path(tempfile.mkdtemp(prefix="gpu-suite-oracle-"))
+    common = [sys.executable, str(ROOT / "benchmarks" / "ranking_oracle.py"), "--recipe", "gpu"]
+    common += ["--quick", "--data", "synthetic", "--threads", "1"] if ctx.smoke else \
+        ["--data", "cifar10", "--device", "cuda", "--threads", "2"]
+    if ctx.data_dir:
+        common += ["--data-dir", ctx.data_dir]
+    earlier = [str(PREVIOUS_ORACLE)] if PREVIOUS_ORACLE.is_file() and not ctx.smoke else []
+    if earlier:
+        common += ["--merge", *earlier]
+    procs = [subprocess.Popen(common + ["--shard", f"{k}/{shards}", "--out", str(work / f"oracle-{k}.json")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(shards)]
+    deadline = time.monotonic() + max(10.0, ctx.seconds - 30)  # leave time to merge and report
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            print(f"shard process {p.pid} stopped at the time box; its finished trainings are kept")
+    merged = ctx.out / "oracle-gpu-4gflops.json"
+    parts = [str(p) for p in sorted(work.glob("oracle-*.json"))]
+    if not parts:
+        raise RuntimeError("no shard finished a training; " + (procs[0].stderr.read() if procs[0].stderr else ""))
+    merge = subprocess.run([a for a in common if a not in ("--merge", *earlier)] + ["--merge", *earlier, *parts,
+                                                                                   "--out", str(merged), "--report"],
+                           capture_output=True, text=True)
+    print(merge.stdout)
+    _check(merge.returncode, f"ranking_oracle.py --merge ({merge.stderr.strip()[-300:]})")
+
+
 def not_built(what: str) -> Callable[[Context], None]:
     def run(ctx: Context) -> None:
         raise NotBuilt(what)
@@ -181,7 +221,8 @@ PARTS: dict[str, Part] = {p.name: p for p in (
     Part("latency", "latency protocol and table on the GPU", 150, latency, ("fvcore",)),
     Part("proxy", "proxy-training throughput and one GPU proxy trial", 110, proxy, ("fvcore",), needs_cifar=True),
     Part("search", "a search under a measured GPU latency budget", 120, search, ("optuna",), needs_cifar=True),
-    Part("oracle", "the ranking oracle's GPU edition", 0, not_built("the ranking oracle's GPU edition (issue 15)")),
+    Part("oracle", "the ranking oracle's GPU edition (4 processes on the GPU, resumable)", 510, oracle,
+         needs_cifar=True),
     Part("supernet", "supernet training and a budget search", 0, not_built("the supernet (issue 17)")),
 )}
 
@@ -214,12 +255,12 @@ def _prepare_cifar(smoke: bool) -> tuple[str | None, str | None]:
     return str(root), None
 
 
-def run_part(name: str, out: Path, smoke: bool, data_dir: str | None) -> int:
+def run_part(name: str, out: Path, smoke: bool, data_dir: str | None, seconds: float) -> int:
     """In the part's own process: run it; 3 means "not built yet" (the message on stderr)."""
     import nas  # noqa: F401  (torchvision fix before timm)
 
     try:
-        PARTS[name].run(Context(out, smoke, data_dir))
+        PARTS[name].run(Context(out, smoke, data_dir, seconds))
     except NotBuilt as err:
         print(f"not built yet: {err}", file=sys.stderr)
         return 3
@@ -237,10 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=BUDGET_S, help=f"seconds for the whole suite ({BUDGET_S})")
     parser.add_argument("--run-part", default=None, help="(internal) run one part in this process")
     parser.add_argument("--data-dir", default=None, help="(internal) the prepared data root")
+    parser.add_argument("--part-seconds", type=float, default=60.0, help="(internal) the part's time box")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.run_part:
-        return run_part(args.run_part, args.out, args.smoke, args.data_dir)
+        return run_part(args.run_part, args.out, args.smoke, args.data_dir, args.part_seconds)
     names = [n.strip() for n in args.parts.split(",") if n.strip()]
     unknown = [n for n in names if n not in PARTS]
     if unknown or not names:
@@ -258,13 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = _missing(part) or (data_missing if part.needs_cifar else None)
         left = deadline - time.monotonic()
         seconds = min(part.seconds, left) if not args.smoke else max(left, 1)
-        if reason is None and left < 10:
-            reason = "no time left in the suite's budget"
+        if reason is None and left < 60:
+            reason = f"no time left in the suite's budget: run `--parts {name}` in a device call of its own"
         status, output, wall = "skipped", "", 0.0
         if reason is None:
             start = time.monotonic()
             cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--run-part", name,
-                   *(["--smoke"] if args.smoke else []), *(["--data-dir", data_dir] if data_dir else [])]
+                   "--part-seconds", f"{seconds:.0f}", *(["--smoke"] if args.smoke else []),
+                   *(["--data-dir", data_dir] if data_dir else [])]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                              os.environ.get("PYTHONPATH")]))}
             try:

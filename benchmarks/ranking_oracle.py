@@ -12,6 +12,9 @@ Without work left (or with ``--report``) it prints the table and the noise ceili
     python benchmarks/ranking_oracle.py --threads 1 --shard 1/2 --out oracle-1.json; wait
     python benchmarks/ranking_oracle.py --merge oracle-0.json oracle-1.json --out cvt-4gflops.json --report
     python benchmarks/ranking_oracle.py --quick --data synthetic --out /tmp/oracle-quick.json            # smoke run
+
+The GPU edition (``--recipe gpu --device cuda``) runs as several shard processes sharing one GPU; the GPU suite
+(``benchmarks/gpu_suite.py``, part "oracle") starts four and merges them.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from typing import Sequence
 
 from nas.cli import ArgumentParser, add_job_options, print_epochs, run_main
 from nas.data import load_dataset
-from nas.ranking import (OracleSpec, OracleStore, Reference, jobs, kendall_tau, pending, reference_architectures,
-                         shard_jobs, train_reference)
+from nas.ranking import (RECIPES, OracleSpec, OracleStore, Reference, jobs, kendall_tau, pending,
+                         reference_architectures, shard_jobs, train_reference)
 
 QUICK = {"epochs": 1, "train_subset": 256, "val_subset": 128, "width_mult": 0.25}
 
@@ -72,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"first sampled members trained under every seed (default {defaults.noise_members})")
     parser.add_argument("--max-draws", type=int, default=defaults.max_draws,
                         help=f"samples drawn before giving up on filling the band (default {defaults.max_draws})")
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="cpu",
+                        help="the reference recipe: cpu (20,000 images, 3 epochs) or gpu (all 50,000, 3 epochs, bf16; "
+                             "nas.ranking.GPU_RECIPE); each edition is its own oracle file")
     add_job_options(parser, "oracle results")
     parser.add_argument("--report", action="store_true", help="print the table only; train nothing")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: recipe {QUICK}, 4 members")
@@ -81,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       max_draws=args.max_draws,
                       members=min(args.members, 4) if args.quick else args.members, seeds=args.seeds,
                       noise_members=min(args.noise_members, 2) if args.quick else args.noise_members,
-                      **({"recipe": defaults.recipe.replace(**QUICK)} if args.quick else {}))
+                      recipe=RECIPES[args.recipe].replace(**QUICK) if args.quick else RECIPES[args.recipe])
     dataset = load_dataset(args.data, args.data_dir)
     for warning in dataset.description["warnings"]:
         print(f"WARNING: {warning}", flush=True)

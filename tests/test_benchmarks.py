@@ -109,12 +109,15 @@ def test_gpu_suite_smoke_runs_every_part_and_says_what_is_skipped(tmp_path, monk
     assert suite.main(["--smoke", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     status = {p["part"]: p for p in summary["parts"]}
-    assert [status[n]["status"] for n in ("model-speed", "latency", "proxy", "search")] == ["ok"] * 4
-    assert status["oracle"]["status"] == "skipped" and "not built yet" in status["oracle"]["reason"]
+    assert [status[n]["status"] for n in ("model-speed", "latency", "proxy", "search", "oracle")] == ["ok"] * 5
+    assert status["supernet"]["status"] == "skipped" and "not built yet" in status["supernet"]["reason"]
+    oracle = json.loads((out / "oracle-gpu-4gflops.json").read_text())
+    assert oracle["settings"]["recipe"]["batch_size"] == 256 and oracle["results"]  # the GPU recipe, shards merged
     text = (out / "suite.md").read_text()
     assert "| cvt-nas" not in text and "cvt-nas " in text and "latency table of cvt13-nas" in text
     assert "images/s" in text and "stopped:" in text
-    assert {"suite.md", "summary.json", "search-pareto.csv", "search-best.yaml"} <= {p.name for p in out.iterdir()}
+    assert {"suite.md", "summary.json", "search-pareto.csv", "search-best.yaml", "oracle-gpu-4gflops.json"} <= \
+        {p.name for p in out.iterdir()}
     assert len(list(out.iterdir())) <= 8  # what a device call brings back
 
 

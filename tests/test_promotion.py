@@ -97,7 +97,7 @@ def test_timeout_gives_the_first_rung_its_share_and_the_schedule_its_cost():
     config = CONFIG.replace(timeout="100")
     assert deadlines(config, start=0.0) == (100.0, pytest.approx(50.0))
     assert deadlines(CONFIG) == (None, None)
-    assert SearchConfig.create().promotion.first_share == 1.0
+    assert SearchConfig.create(rungs="1").promotion.first_share == 1.0
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -111,17 +111,18 @@ def test_bad_promotion_settings_are_one_clear_error(settings, message):
         SearchConfig.create(**settings)
 
 
-def test_defaults_promote_nothing_and_check_as_many_as_half_the_compute_allows():
-    assert SearchConfig.create().promotion.rungs == (1,)  # by measurement: docs/performance.md
+def test_defaults_promote_and_check_as_many_as_half_the_compute_allows():
+    assert SearchConfig.create().promotion.rungs == (1, 2, 4)  # by measurement: docs/performance.md
+    assert SearchConfig.create(estimator="naswot").promotion.rungs == (1,)  # a score has no rungs
     assert default_k(SearchConfig.create(estimator="naswot"), trains=False) == 0
-    # Up to 3, within half of the run's compute: 10 first-rung trainings, a check of K + 1 more.
-    assert default_k(SearchConfig.create()) == 3
-    assert default_k(SearchConfig.create(trials=4)) == 1
-    assert default_k(SearchConfig.create(trials=2)) == 0
-    # With promotion, 10 candidates at 1x/2x/4x are 19 units and each check training 4.
-    assert default_k(SearchConfig.create(rungs="1,2,4")) == 1
-    assert default_k(SearchConfig.create(rungs="1,2,4", trials=40)) == 3
-    assert default_k(SearchConfig.create(rungs="1,2,4", trials=4)) == 0
+    # Up to 3, within half of the run's compute: 10 candidates at 1x/2x/4x are 19 units, a check training 4.
+    assert default_k(SearchConfig.create()) == 1
+    assert default_k(SearchConfig.create(trials=40)) == 3
+    assert default_k(SearchConfig.create(trials=4)) == 0
+    # Without promotion every training is 1 unit.
+    assert default_k(SearchConfig.create(rungs="1")) == 3
+    assert default_k(SearchConfig.create(rungs="1", trials=4)) == 1
+    assert default_k(SearchConfig.create(rungs="1", trials=2)) == 0
 
 
 # ---------------------------------------------------------------------------- the verdict on fixed numbers

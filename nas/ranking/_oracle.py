@@ -33,7 +33,8 @@ from ..proxy import ProxyConfig, proxy_model_config
 from ._store import ResultStore
 
 __all__ = ["OracleSpec", "Reference", "OracleStore", "reference_architectures", "jobs",
-           "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "FORMAT"]
+           "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "GPU_RECIPE", "RECIPES",
+           "FORMAT"]
 
 FORMAT = "cvt-nas ranking oracle"
 
@@ -41,6 +42,12 @@ FORMAT = "cvt-nas ranking oracle"
 # for 3 epochs, all 10,000 test images for evaluation. Fresh images rather than repeated passes over a
 # small subset, whose rankings moved between seeds; about 7 minutes per band member on one core.
 REFERENCE_RECIPE = ProxyConfig(epochs=3, train_subset=20000, val_subset=None)
+# The GPU edition's recipe: all 50,000 images for 3 epochs (2.5x the CPU recipe's image passes), in bf16 with the
+# GPU proxy's batch and learning rate; sized so that the 32 trainings of a 4-GFLOPs oracle, four processes sharing
+# one GPU, fit one 9-minute command (benchmarks/gpu_suite.py, part "oracle").
+GPU_RECIPE = ProxyConfig(epochs=3, train_subset=None, val_subset=None, batch_size=256, lr=2e-3, warmup_epochs=0.5,
+                         device="cuda")
+RECIPES = {"cpu": REFERENCE_RECIPE, "gpu": GPU_RECIPE}
 
 # Training settings that say where a result was computed, not what was computed.
 _WHERE = ("device", "threads")
