@@ -62,6 +62,8 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
                     promotion = step.promotion
                     study.enqueue_trial(dict(promotion.source.params), user_attrs=promotion.user_attrs())
                 trial = study.ask() if step.action in ("sample", "promote", "resume") else None
+                if trial is not None:  # still under the lock: a trial is never RUNNING without its worker
+                    trial.set_user_attr("worker", worker)
             if step.action == "wait":
                 time.sleep(_WAIT_S)
                 continue
@@ -141,7 +143,8 @@ class OptunaBackend:
                         continue
                     # Killed (out of memory, kill -9): its trial would stay RUNNING and keep the others
                     # waiting for it. Queue it again and let a fresh worker take the slot.
-                    settled = settle_worker(load_study(config, run_dir), i)
+                    with claim_lock(run_dir):  # no worker is between asking and naming itself on a trial
+                        settled = settle_worker(load_study(config, run_dir), i)
                     _log.warning("worker %d died (exit code %s); %d running trial(s) queued again%s", i, p.exitcode,
                                  settled, "" if restarts[i] + 1 == _MAX_RESTARTS else "; starting a new worker")
                     restarts[i] += 1

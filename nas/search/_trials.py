@@ -179,11 +179,14 @@ def recover_interrupted(config: SearchConfig, run_dir: Path) -> dict[str, int]:
 
 
 def settle_worker(study: "optuna.Study", worker: int) -> int:
-    """Fail the RUNNING trials of a dead worker process as interrupted and queue them again; how many."""
+    """Fail the RUNNING trials of a dead worker process as interrupted and queue them again; how many.
+
+    Call under the run's claim lock: workers name themselves on a trial under it as they ask, so a RUNNING trial
+    without a worker then belongs to a worker that died between the two (it is settled too)."""
     import optuna
 
     running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if t.user_attrs.get("worker") == worker]
+               if t.user_attrs.get("worker", worker) == worker]
     for t in running:
         mark_interrupted(study, t)
         requeue(study, t)
