@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICIES: dict[str, dict[str, str]] = {
     "default": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin 1k": {"GOMP_SPINCOUNT": "1000"},
     "spin 10k": {"GOMP_SPINCOUNT": "10000"},
     "spin 100k": {"GOMP_SPINCOUNT": "100000"},
 }
