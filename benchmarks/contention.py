@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -69,7 +68,7 @@ def measure(policy: str, load: int, steps: int, data: str, limit: float) -> dict
 
 def main(argv: Sequence[str] | None = None) -> int:
     from nas.cli import ArgumentParser
-    from nas.devices import available_cpus
+    from nas.devices import available_cpus, cpu_model
 
     parser = ArgumentParser(prog="benchmarks/contention.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per training (default 40)")
@@ -102,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet = "default" if "default" in policies else policies[0]
     print(f"\nProxy training of CvT-13 ({args.steps} steps, {args.data}, {available_cpus()} CPUs) next to busy "
-          f"processes; median of {args.rounds} round(s); {platform.processor() or platform.machine()}, "
+          f"processes; median of {args.rounds} round(s); {cpu_model()}, "
           f"{os.cpu_count()} logical cores")
     print(f"| policy | competing processes | wall s | vs same policy, quiet | vs {quiet}, quiet |")
     print("|---|---:|---:|---:|---:|")

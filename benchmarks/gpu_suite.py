@@ -346,13 +346,9 @@ def _environment(gpu: str | None, smoke: bool) -> list[str]:
 
     lines = [f"date {time.strftime('%Y-%m-%d %H:%M %Z')}", f"python {platform.python_version()}, torch "
              f"{torch.__version__} (cuda {torch.version.cuda})", f"gpu: {gpu or 'none'}"]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    lines.append(f"cpu: {cpu}, {os.cpu_count()} logical cores" + (" (smoke run: toy sizes)" if smoke else ""))
+    from nas.devices import cpu_model
+
+    lines.append(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores" + (" (smoke run: toy sizes)" if smoke else ""))
     return lines
 
 

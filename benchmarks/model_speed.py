@@ -28,7 +28,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 
@@ -39,7 +38,7 @@ from torch import nn
 
 from nas.cli import ArgumentParser, run_main
 from nas.cost import count_macs
-from nas.devices import available_cpus
+from nas.devices import available_cpus, cpu_model
 
 BF16_TOLERANCE = 0.02  # of the fp32 logits' range (max - min): bf16 rounding through a 13-block network
 
@@ -208,14 +207,7 @@ def _environment(device: torch.device, threads: int) -> list[str]:
     import timm
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     lines = [f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
              f"transformers {transformers.__version__}",
              f"cpu: {cpu}, {os.cpu_count()} logical cores, torch threads: {threads}"]

@@ -23,9 +23,9 @@ class BusyProcess:
     cpus: float  # CPUs it used over the sampling interval (1.0 = one core fully)
 
 
-def _cpu_ticks(proc: Path = PROC) -> dict[int, tuple[str, int]]:
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
     ticks = {}
-    for entry in proc.iterdir():
+    for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -38,19 +38,18 @@ def _cpu_ticks(proc: Path = PROC) -> dict[int, tuple[str, int]]:
     return ticks
 
 
-def busy_processes(interval: float = 0.5, exclude: set[int] | None = None, proc: Path = PROC) -> list[BusyProcess]:
-    """Processes other than this one (and ``exclude``) that used at least ``BUSY`` of a CPU over ``interval``
-    seconds, busiest first; empty where ``/proc`` is missing."""
-    if not proc.is_dir():
+def busy_processes(interval: float = 0.5) -> list[BusyProcess]:
+    """Processes other than this one that used at least ``BUSY`` of a CPU over ``interval`` seconds, busiest
+    first; empty where ``/proc`` is missing."""
+    if not PROC.is_dir():
         return []
-    skip = {os.getpid(), *(exclude or ())}
-    before = _cpu_ticks(proc)
+    before = _cpu_ticks()
     time.sleep(interval)
-    after = _cpu_ticks(proc)
+    after = _cpu_ticks()
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     busy = []
     for pid, (name, ticks) in after.items():
-        if pid in skip or pid not in before:
+        if pid == os.getpid() or pid not in before:
             continue
         share = (ticks - before[pid][1]) / hz / interval
         if share >= BUSY:

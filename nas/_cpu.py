@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 
-__all__ = ["available_cpus", "cgroup_cpu_limit"]
+__all__ = ["available_cpus", "cgroup_cpu_limit", "cpu_model"]
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -38,3 +39,14 @@ def available_cpus() -> int:
     if limit is not None:
         cpus = min(cpus, math.ceil(limit))
     return max(1, cpus)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows; named beside every figure."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

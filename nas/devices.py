@@ -12,10 +12,10 @@ import torch
 
 from cvt import UserError
 
-from ._cpu import available_cpus
+from ._cpu import available_cpus, cpu_model
 
 __all__ = ["parse_device", "normalize_device", "device_available", "check_device", "resolve_device",
-           "worker_device", "available_cpus"]
+           "worker_device", "available_cpus", "cpu_model"]
 
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 

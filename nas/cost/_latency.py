@@ -42,7 +42,7 @@ from torch import nn
 from cvt import UserError
 
 from .._paths import default_cache_dir as cache_root
-from ..devices import check_device, device_available, normalize_device
+from ..devices import check_device, cpu_model, device_available, normalize_device
 
 __all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device",
            "normalize_device", "device_signature", "PROTOCOL_VERSION", "DTYPES", "CLOCKS"]
@@ -52,16 +52,6 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLOCKS = ("wall", "cpu")
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def _nvidia_driver(index: int) -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", str(index)],
@@ -79,7 +69,7 @@ def device_signature(device: str = "cpu", threads: int | None = None) -> dict[st
     ``cuda``, ``cudnn``, ``driver``.
     """
     dev = check_device(device)
-    cpu = _cpu_model()
+    cpu = cpu_model()
     sig: dict[str, Any] = {
         "device": str(dev), "device_name": cpu, "cpu_model": cpu, "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "torch": torch.__version__, "python": platform.python_version(),

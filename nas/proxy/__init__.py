@@ -13,8 +13,7 @@ from . import zero_cost
 from ._config import GPU_DEFAULTS, ProxyConfig
 from ._setup import proxy_model_config, scale_width
 from ._rungs import GROWTHS, RungSchedule, train_rung
-from ._train import ProxyResult, ReportFn, TrainingFailed, read_checkpoint, train_proxy
+from ._train import ProxyResult, ReportFn, TrainingFailed, train_proxy
 
 __all__ = ["ProxyConfig", "ProxyResult", "TrainingFailed", "train_proxy", "ReportFn", "GPU_DEFAULTS",
-           "proxy_model_config", "scale_width", "zero_cost", "RungSchedule", "GROWTHS", "train_rung",
-           "read_checkpoint"]
+           "proxy_model_config", "scale_width", "zero_cost", "RungSchedule", "GROWTHS", "train_rung"]

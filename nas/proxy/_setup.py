@@ -15,11 +15,6 @@ from ..data import Dataset
 from ._config import ProxyConfig
 
 
-def default_threads() -> int:
-    """The CPUs this process may use (affinity and cgroup quota)."""
-    return available_cpus()
-
-
 @contextlib.contextmanager
 def seeded_run(proxy: ProxyConfig, device: torch.device) -> Iterator[int]:
     """Fixed thread count and torch's global RNG seeded from ``proxy.seed``; both restored afterwards.
@@ -27,7 +22,7 @@ def seeded_run(proxy: ProxyConfig, device: torch.device) -> Iterator[int]:
     Model initialisation and drop-path draw from torch's global generator, so the run forks it rather
     than re-seeding the caller's stream. Yields the thread count used.
     """
-    threads = proxy.threads or default_threads()
+    threads = proxy.threads or available_cpus()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     devices = [device] if device.type == "cuda" else []

@@ -30,7 +30,7 @@ from ..devices import resolve_device
 from ._config import ProxyConfig
 from ._setup import build_proxy_model, normalize, seeded_run, select_data
 
-__all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn", "read_checkpoint"]
+__all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _settings_key(proxy: ProxyConfig) -> dict[str, Any]:
     return {k: v for k, v in proxy.to_dict().items() if k not in ("device", "threads", "eval_batch_size")}
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     """A proxy checkpoint written by :func:`train_proxy` (``UserError`` naming the file when it is not one)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -226,10 +226,10 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
     proxy = proxy or ProxyConfig()
     start = time.perf_counter()
     device = resolve_device(proxy.device, "proxy device")
-    saved = read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None
+    saved = _read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None
     if saved is not None and saved["settings"] != _settings_key(proxy):
         raise UserError(f"{checkpoint}: written by a training with other settings; delete it or choose another path")
-    origin = read_checkpoint(start_from) if start_from is not None and saved is None else None
+    origin = _read_checkpoint(start_from) if start_from is not None and saved is None else None
     data = select_data(dataset, proxy)
     on_gpu = device.type == "cuda"
     amp, channels_last = proxy.amp and on_gpu, proxy.channels_last and on_gpu
@@ -279,7 +279,8 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
                         x, y = numpy_stream(mixup, x, y)
                     yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
-            for epoch in range(done + 1, 0 if stopped_early else num_epochs + 1):
+            last = done if stopped_early else num_epochs  # a resumed training that was stopped early stays stopped
+            for epoch in range(done + 1, last + 1):
                 model.train()
                 order = torch.randperm(n_train, generator=gen).to(device)
                 loss_sum, loss_count = 0.0, 0

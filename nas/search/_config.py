@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from cvt import UserError
 
@@ -386,11 +386,15 @@ class PromotionSettings(_Group):
             counts.append(counts[-1] // self.reduction)
         return counts
 
+    def units(self, per_rung: Sequence[int]) -> float:
+        """Compute in units of one first-rung training when ``per_rung[r]`` architectures trained at rung ``r``
+        (a promotion adds the difference of its rung's multiple and the one below)."""
+        return per_rung[0] * self.rungs[0] + sum(
+            n * (hi - lo) for n, lo, hi in zip(per_rung[1:], self.rungs, self.rungs[1:]))
+
     def compute(self, candidates: int) -> float:
-        """Trainings in units of one first-rung training (promotions add the difference of their multiples)."""
-        counts = self.quotas(candidates)
-        return counts[0] * self.rungs[0] + sum(
-            n * (hi - lo) for n, lo, hi in zip(counts[1:], self.rungs, self.rungs[1:]))
+        """The compute of a whole search of ``candidates`` first-rung trainings (:meth:`units` of the quotas)."""
+        return self.units(self.quotas(candidates))
 
     @property
     def first_share(self) -> float:

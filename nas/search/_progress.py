@@ -71,10 +71,8 @@ class Progress:
         capped by the timeout."""
         promotion = self.config.promotion
         elapsed = time.monotonic() - self._start
-        done = s["trainings"] * promotion.rungs[0] + sum(
-            n * (promotion.rungs[r] - promotion.rungs[r - 1])
-            for r, n in enumerate(s["per_rung"][1:len(promotion.rungs)], start=1))
-        fresh = done - self._already * promotion.rungs[0]
+        done = promotion.units([s["trainings"], *s["per_rung"][1:]])
+        fresh = done - promotion.units([self._already])
         left = None
         if fresh > 0:
             left = elapsed / fresh * max(0, promotion.compute(self.config.sampling.trials) - done)

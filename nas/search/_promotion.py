@@ -169,7 +169,6 @@ def next_step(config: SearchConfig, trials: Sequence["optuna.trial.FrozenTrial"]
         return Step("promote", promotion=promotion)
     if promotion == "wait":
         return Step("wait")
-    counts = count_trials(trials)  # the promotions are all done
     per_rung = " + ".join(str(n) for n in counts["per_rung"][1:]) or "0"
     return Step("stop", f"{reason}; {per_rung} promoted (rungs {'/'.join(f'{m}x' for m in config.promotion.rungs)})")
 

@@ -168,9 +168,10 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
                                     directory=run_dir / CHECKPOINTS / "self-check" / key)
         entry.update(check_accuracy=float(result.accuracy), seconds=round(float(result.wall_time_s), 1))
         _save(path, record)
-    proxy = config.promotion.schedule.settings(evaluator.proxy_config(), top_rung)
-    val_images = proxy.val_subset or len(evaluator.dataset.val_y)
-    record["verdict"] = verdict(plan, rung=top_rung, val_images=min(val_images, len(evaluator.dataset.val_y)))
+    available = len(evaluator.dataset.val_y)
+    val_images = min(config.promotion.schedule.settings(evaluator.proxy_config(), top_rung).val_subset or available,
+                     available)
+    record["verdict"] = verdict(plan, rung=top_rung, val_images=val_images)
     _save(path, record)
     shutil.rmtree(run_dir / CHECKPOINTS / "self-check", ignore_errors=True)  # done: nothing continues them
     return record
