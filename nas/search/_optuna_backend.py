@@ -136,10 +136,14 @@ class OptunaBackend:
 
         procs = [start(i) for i in range(config.sampling.workers)]
         restarts = [0] * len(procs)
-        try:
-            while any(p.is_alive() for p in procs):
+
+        def died(i: int) -> bool:  # dead by a signal or an error, and its slot not yet settled and refilled
+            return not procs[i].is_alive() and procs[i].exitcode not in (0, None) and restarts[i] < _MAX_RESTARTS
+
+        try:  # every worker may die at once (the OOM killer): the loop lasts until each death is settled
+            while any(p.is_alive() or died(i) for i, p in enumerate(procs)):
                 for i, p in enumerate(procs):
-                    if p.is_alive() or p.exitcode in (0, None) or restarts[i] == _MAX_RESTARTS:
+                    if not died(i):
                         continue
                     # Killed (out of memory, kill -9): its trial would stay RUNNING and keep the others
                     # waiting for it. Queue it again and let a fresh worker take the slot.
