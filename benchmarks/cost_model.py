@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Sequence
 
 
-import cvt  # first: torchvision fix
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
+import cvt
 import numpy as np
 import torch
 

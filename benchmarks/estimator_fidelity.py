@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
 import cvt
 from cvt import UserError
 from nas.cli import ArgumentParser, add_job_options, run_main
@@ -34,8 +35,8 @@ from nas.cost import analytic_macs
 from nas.data import Dataset, default_cache_dir, load_dataset
 from nas.estimators import make_estimator
 from nas.proxy import ProxyConfig, RungSchedule, TrainingFailed, proxy_model_config, train_rung, zero_cost
-from nas.ranking import (EstimateStore, Fidelity, OracleStore, balanced_shard, fidelity, noise_ceiling, oracle_truth,
-                         random_fidelity)
+from nas.ranking import (EstimateStore, OracleStore, balanced_shard, fidelity, fidelity_table, noise_ceiling,
+                         oracle_truth, random_fidelity)
 from search_spaces import get_space
 
 RUNGS = RungSchedule((1, 2, 4, 8), growth="data")  # the proxy's budget x these: a multi-fidelity search's rungs
@@ -81,15 +82,6 @@ def _record(store: EstimateStore, arch_id: str, name: str, value: float, seconds
             label: str) -> None:
     store.put(arch_id, name, {"value": value, "seconds": seconds}, architecture)
     print(f"{label} {name}: {value:.4g} ({seconds:.1f} s)", flush=True)
-
-
-def print_table(rows: list[Fidelity], label: str) -> None:
-    print(f"\n{label}")
-    print("| estimator | Kendall tau in band | n | regret (points) | oracle best in top 3 | seconds per candidate |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        top3 = "" if math.isnan(r.top3) else ("yes" if r.top3 == 1 else "no" if r.top3 == 0 else f"p = {r.top3:.2f}")
-        print(f"| {r.name} | {r.tau:+.2f} | {r.n} | {r.regret:.2f} | {top3} | {r.seconds:.3g} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,9 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += [fidelity(name, {a: float(r[name]) for a, r in band.items()}, truth, 0.0) for name in SIZES]
     rows += [random_fidelity(truth), noise_ceiling(oracle, sorted(band))]
     trained = sum(math.isfinite(v) for v in truth.values())
-    print_table(rows, f"Fidelity against the oracle ({oracle.identity['space']}, band {oracle.identity['band']} of "
-                      f"{oracle.identity['budget']['value']:.3g} {oracle.identity['budget']['kind']}; {trained} of "
-                      f"{len(band)} architectures trained; truth = mean over seeds)")
+    budget = oracle.identity["budget"]
+    print("\n" + fidelity_table(rows, f"Fidelity against the oracle ({oracle.identity['space']}, band "
+                                     f"{oracle.identity['band']} of {budget['value']:.3g} {budget['kind']}; {trained} "
+                                     f"of {len(band)} architectures trained; truth = mean over seeds)"))
     return 0
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-import cvt  # first: makes torchvision, hence timm, importable on CPU torch
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
+import cvt
 import torch
 
 from cvt import UserError

@@ -17,7 +17,10 @@ and the next one runs), its output goes into ``suite.md`` and its status into ``
    ``oracle-gpu-4gflops.json``; it resumes from ``experiments/results/ranking-oracle/cvt-4gflops-gpu.json`` (commit
    what comes back there), so it grows across calls. After parts 1-4 little time is left: give it a call of its
    own, ``--parts oracle``.
-6. ``supernet``: reported as not built yet until the supernet exists.
+6. ``supernet``: a weight-sharing supernet trained with ``nas.supernet.GPU_RECIPE`` over the CPU oracle's space
+   (half to all of 4 GFLOPs), its inherited accuracy against the CPU oracle's band, members scored per second, and
+   one fine-tuning from inherited weights against one from scratch (``supernet-gpu.json``). Its own call too:
+   ``--parts supernet``.
 
 On the GPU machine (Python 3.12, its own CUDA torch): first, here, ``bash benchmarks/gpu_wheels.sh`` (wheels of
 what that machine lacks and the CIFAR-10 archive, into the git-ignored ``.gpu/``); then one device call that
@@ -205,15 +208,30 @@ def oracle(ctx: Context) -> None:
     _check(merge.returncode, f"ranking_oracle.py --merge ({merge.stderr.strip()[-300:]})")
 
 
-def not_built(what: str) -> Callable[[Context], None]:
-    def run(ctx: Context) -> None:
-        raise NotBuilt(what)
-
-    return run
-
-
-class NotBuilt(Exception):
-    """A part whose code does not exist yet (skipped, with the reason)."""
+def supernet(ctx: Context) -> None:
+    """The supernet's GPU recipe scored against the CPU oracle's band (same CIFAR-10 members): training time,
+    inherited-accuracy fidelity, members scored per second, and one fine-tuning from inherited weights against
+    one from scratch. The smoke run builds a toy oracle on synthetic data first."""
+    scores = Path(tempfile.mkdtemp(prefix="gpu-suite-supernet-")) / "supernet-gpu.json"
+    if ctx.smoke:
+        oracle_file = scores.parent / "oracle.json"
+        _check(_script("ranking_oracle")(["--quick", "--data", "synthetic", "--threads", "1", "--out",
+                                          str(oracle_file)]), "ranking_oracle.py")
+        args = ["--oracle", str(oracle_file), "--quick", "--data", "synthetic", "--threads", "1", "--throughput", "3"]
+    else:
+        results = ROOT / "experiments" / "results" / "ranking-oracle"
+        args = ["--oracle", str(results / "cvt-4gflops.json"), "--recipe", "gpu", "--data", "cifar10",
+                "--estimates", str(results / "estimates-cvt-4gflops.json"), "--throughput", "300"]
+    if ctx.data_dir:
+        args += ["--data-dir", ctx.data_dir]
+    try:
+        _check(_script("supernet_fidelity")(args + ["--device", ctx.device, "--finetune", "1" if ctx.smoke else "2",
+                                                    "--out", str(scores)]), "supernet_fidelity.py")
+    finally:  # one file back: the scores and the costs side by side
+        parts = {"scores": scores, "costs": scores.with_name(scores.stem + "-costs.json")}
+        found = {key: json.loads(path.read_text()) for key, path in parts.items() if path.exists()}
+        if found:
+            (ctx.out / scores.name).write_text(json.dumps(found, indent=1))
 
 
 PARTS: dict[str, Part] = {p.name: p for p in (
@@ -223,7 +241,8 @@ PARTS: dict[str, Part] = {p.name: p for p in (
     Part("search", "a search under a measured GPU latency budget", 120, search, ("optuna",), needs_cifar=True),
     Part("oracle", "the ranking oracle's GPU edition (4 processes on the GPU, resumable)", 510, oracle,
          needs_cifar=True),
-    Part("supernet", "supernet training and a budget search", 0, not_built("the supernet (issue 17)")),
+    Part("supernet", "the supernet's GPU recipe against the oracle (give it its own call)", 510, supernet,
+         needs_cifar=True),
 )}
 
 
@@ -256,14 +275,10 @@ def _prepare_cifar(smoke: bool) -> tuple[str | None, str | None]:
 
 
 def run_part(name: str, out: Path, smoke: bool, data_dir: str | None, seconds: float) -> int:
-    """In the part's own process: run it; 3 means "not built yet" (the message on stderr)."""
+    """In the part's own process: run it."""
     import nas  # noqa: F401  (torchvision fix before timm)
 
-    try:
-        PARTS[name].run(Context(out, smoke, data_dir, seconds))
-    except NotBuilt as err:
-        print(f"not built yet: {err}", file=sys.stderr)
-        return 3
+    PARTS[name].run(Context(out, smoke, data_dir, seconds))
     return 0
 
 
@@ -313,10 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, seconds), env=env)
                 output = done.stdout + (("\n" + done.stderr) if done.returncode else "")
-                if done.returncode == 3:
-                    status, reason = "skipped", done.stderr.strip().splitlines()[-1]
-                else:
-                    status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
+                status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
             except subprocess.TimeoutExpired as err:
                 status = f"timed out after {seconds:.0f} s"
                 output = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")

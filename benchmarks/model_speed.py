@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 
-import cvt  # first: makes torchvision, hence timm/transformers, importable on CPU torch
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
+import cvt
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-import cvt  # noqa: F401  (first: makes torchvision, hence timm, importable on CPU torch)
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
 import optuna
 import torch
 

@@ -25,7 +25,8 @@ import time
 from typing import Any, Callable, Sequence
 
 
-import cvt  # first: makes torchvision, hence timm, importable on CPU torch
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
+import cvt
 import timm
 import torch
 

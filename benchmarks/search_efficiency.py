@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-import cvt  # noqa: F401  (first: makes torchvision, hence timm, importable on CPU torch)
+import nas  # noqa: F401  (first of all: OpenMP's policy before torch loads, then the torchvision fix)
+import cvt
 
 from nas.cli import ArgumentParser, run_main
 from nas.budget import parse_budget

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BusyProcess", "busy_processes", "contention_warning"]
+__all__ = ["BusyProcess", "busy_processes", "contention_warning", "shared_cpus_warning"]
 
 PROC = Path("/proc")
 BUSY = 0.3  # share of one CPU from which a process counts as competing
@@ -70,3 +70,11 @@ def contention_warning(cpus: int, threads: int, others: list[BusyProcess]) -> st
     return (f"the CPUs are shared: {names}{more} use about {load:.1f} of the {cpus} CPUs this process may use, "
             f"and training asks for {threads} thread(s); trainings and latency figures will be slower and noisier "
             f"({advice})")
+
+
+def shared_cpus_warning(threads: int) -> str | None:
+    """:func:`contention_warning` for this machine now: the CPUs this process may use, and who is busy on them
+    (sampled for half a second)."""
+    from ._cpu import available_cpus
+
+    return contention_warning(available_cpus(), threads, busy_processes())

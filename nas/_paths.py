@@ -4,9 +4,9 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["default_data_root", "default_cache_dir", "atomic_path"]
+__all__ = ["default_data_root", "default_cache_dir", "atomic_path", "read_saved"]
 
 
 def default_data_root() -> Path:
@@ -31,3 +31,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_saved(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """A dict written by ``torch.save`` whose ``"format"`` is ``fmt``; a ``UserError`` naming the file as not a
+    readable ``what`` otherwise (nothing else is touched: deleting it is the user's call)."""
+    import pickle
+
+    import torch
+
+    from cvt import UserError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path}: not a readable {what} ({err}); delete it to start again") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise UserError(f"{path}: not a {what}; delete it or choose another path")
+    return state

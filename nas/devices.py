@@ -13,9 +13,10 @@ import torch
 from cvt import UserError
 
 from ._cpu import available_cpus, cpu_model
+from ._openmp import OPENMP_SETTINGS
 
 __all__ = ["parse_device", "normalize_device", "device_available", "check_device", "resolve_device",
-           "worker_device", "available_cpus", "cpu_model"]
+           "worker_device", "available_cpus", "cpu_model", "OPENMP_SETTINGS"]
 
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 

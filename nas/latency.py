@@ -31,7 +31,8 @@ def _settings_args(parser: ArgumentParser) -> None:
     parser.add_argument("--resolution", type=count(1), default=None, help="square input size (default: the config's)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: torch's setting)")
+    parser.add_argument("--threads", type=count(1), default=None,
+                        help="CPU threads (default: the CPUs this process may use)")
     parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                         help="cpu: process CPU time, for busy shared machines (CPU, --threads 1 only)")
     parser.add_argument("--cache-dir", default=None, help="latency cache (default $CVT_NAS_CACHE/latency)")
@@ -66,9 +67,23 @@ def _load_config(args: argparse.Namespace) -> Any:
     return load_config(args.preset or args.config)
 
 
+def _warn_if_shared(device: str, threads: int | None, clock: str) -> None:
+    """Wall-clock figures on CPUs other processes are using are inflated and noisy: say so, naming them."""
+    from nas._contention import shared_cpus_warning
+    from nas.devices import available_cpus, check_device
+
+    if clock != "wall" or check_device(device).type != "cpu":
+        return
+    line = shared_cpus_warning(threads or available_cpus())
+    if line is not None:
+        print(f"warning: {line}. For latency on a busy machine, --clock cpu --threads 1 measures CPU time instead",
+              file=sys.stderr)
+
+
 def _measure(args: argparse.Namespace) -> int:
     from nas.cost import measure_latency
 
+    _warn_if_shared(args.device, args.threads, args.clock)
     result = measure_latency(_load_config(args), device=args.device, batch_size=args.batch_size,
                              resolution=args.resolution, dtype=args.dtype, channels_last=args.channels_last,
                              threads=args.threads, warmup=args.warmup, repeats=args.repeats,
@@ -84,6 +99,7 @@ def _measure(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from nas.cost import LatencyPredictor
 
+    _warn_if_shared(args.device, args.threads, args.clock)
     predictor = LatencyPredictor.build(
         args.space, device=args.device, batch_size=args.batch_size, resolution=args.resolution,
         dtype=args.dtype, channels_last=args.channels_last, threads=args.threads, fit=args.fit,
@@ -111,6 +127,7 @@ def _report(args: argparse.Namespace) -> int:
     from search_spaces import get_space
 
     s = predictor.settings
+    _warn_if_shared(s["device"], s["threads"], s.get("clock", "wall"))
     space = get_space(args.space or predictor.space)
     rng = np.random.default_rng(args.seed)
     configs = [space.sample_config(rng) for _ in range(args.verify)]

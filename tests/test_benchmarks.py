@@ -109,15 +109,18 @@ def test_gpu_suite_smoke_runs_every_part_and_says_what_is_skipped(tmp_path, monk
     assert suite.main(["--smoke", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     status = {p["part"]: p for p in summary["parts"]}
-    assert [status[n]["status"] for n in ("model-speed", "latency", "proxy", "search", "oracle")] == ["ok"] * 5
-    assert status["supernet"]["status"] == "skipped" and "not built yet" in status["supernet"]["reason"]
+    assert [status[n]["status"] for n in ("model-speed", "latency", "proxy", "search", "oracle", "supernet")] == \
+        ["ok"] * 6
     oracle = json.loads((out / "oracle-gpu-4gflops.json").read_text())
     assert oracle["settings"]["recipe"]["batch_size"] == 256 and oracle["results"]  # the GPU recipe, shards merged
     text = (out / "suite.md").read_text()
     assert "| cvt-nas" not in text and "cvt-nas " in text and "latency table of cvt13-nas" in text
     assert "images/s" in text and "stopped:" in text
-    assert {"suite.md", "summary.json", "search-pareto.csv", "search-best.yaml", "oracle-gpu-4gflops.json"} <= \
-        {p.name for p in out.iterdir()}
+    assert {"suite.md", "summary.json", "search-pareto.csv", "search-best.yaml", "oracle-gpu-4gflops.json",
+            "supernet-gpu.json"} <= {p.name for p in out.iterdir()}
+    supernet = json.loads((out / "supernet-gpu.json").read_text())
+    assert supernet["scores"]["results"] and supernet["costs"]["finetune"]["inherited"]
+    assert "| supernet (inherited) |" in text and "| inherited |" in text
     assert len(list(out.iterdir())) <= 8  # what a device call brings back
 
 
@@ -141,9 +144,13 @@ def test_gpu_suite_bad_input(tmp_path, monkeypatch, capsys):
 def test_contention_benchmark_smoke(tmp_path, capsys):
     bench = load_script("contention")
     out = tmp_path / "contention.json"
-    assert bench.main(["--quick", "--policies", "default,spin 10k", "--loads", "0,1", "--out", str(out)]) == 0
+    assert bench.main(["--quick", "--policies", "default,nas", "--loads", "0,1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| default | 1 |" in text and "| spin 10k | 0 |" in text
+    assert "| default | 1 |" in text and "| nas | 0 |" in text
     runs = json.loads(out.read_text())["runs"]
-    assert set(runs) == {"default|0", "default|1", "spin 10k|0", "spin 10k|1"}
+    assert set(runs) == {"default|0", "default|1", "nas|0", "nas|1"}
     assert all(r[0]["wall_s"] > 0 and r[0]["threads"] >= 1 for r in runs.values())
+    assert bench.main(["--task", "inference", "--steps", "1", "--rounds", "1", "--loads", "0", "--policies", "nas",
+                       "--out", str(out)]) == 0
+    assert "Inference of CvT-13" in capsys.readouterr().out
+    assert json.loads(out.read_text())["runs"]["nas|0"][0]["images_per_s"] > 0

@@ -20,6 +20,7 @@ from cvt import CvTConfig, UserError
 from nas.cost import (LatencyPredictor, analytic_macs, analytic_params, count_macs, count_params, device_available,
                       macs_breakdown, measure_latency)
 from nas.cost._latency import LatencyResult
+from nas.devices import available_cpus
 from nas.latency import main as latency_main
 from nas.cli import run_main
 from search_spaces import CvTSpace, StageOptions, get_space, list_spaces
@@ -242,3 +243,17 @@ def test_latency_cli(tmp_path, capsys):
     cvt.preset("cct_2_3x2_32").to_yaml(cct)
     assert run_main(latency_main, ["measure", "--config", str(cct), *args[3:]]) == 0
     assert "ms median" in capsys.readouterr().out
+
+
+def test_latency_warns_when_other_processes_share_the_cpus(tmp_path, capsys, monkeypatch):
+    import nas._contention as contention
+
+    monkeypatch.setattr(contention, "busy_processes", lambda interval=0.5: [contention.BusyProcess(7, "make", 1.0)])
+    path = tmp_path / "tiny.yaml"
+    TINY.replace(img_size=32).to_yaml(path)
+    args = ["measure", "--config", str(path), "--repeats", "3", "--warmup", "1", "--cache-dir", str(tmp_path)]
+    assert run_main(latency_main, [*args, "--threads", str(available_cpus())]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the CPUs are shared: make (pid 7, 100% of a CPU)" in err and "--clock cpu --threads 1" in err
+    assert run_main(latency_main, [*args, "--threads", "1", "--clock", "cpu", "--no-cache"]) == 0
+    assert "warning" not in capsys.readouterr().err  # CPU time is what a busy machine leaves intact

@@ -66,3 +66,21 @@ def test_a_busy_neighbour_is_found_and_named():
     finally:
         neighbour.kill()
         neighbour.wait()
+
+
+@pytest.mark.parametrize("prelude, env, expected", [
+    ("", {}, "10000 None"),  # nas chose, before torch loaded
+    ("", {"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE"),  # the user's own choice wins
+    ("", {"GOMP_SPINCOUNT": "42"}, "42 None"),
+    ("import torch; ", {}, "None None"),  # torch loaded first: too late to matter, so nothing is set
+])
+def test_the_openmp_policy_is_set_before_torch_loads_and_a_users_setting_wins(prelude, env, expected):
+    from nas._openmp import SPIN_COUNT, OPENMP_SETTINGS
+
+    code = (f"{prelude}import os, nas, torch; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    clean = {k: v for k, v in os.environ.items() if k not in OPENMP_SETTINGS}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={**clean, **env}).stdout
+    assert out.split() == expected.replace("10000", str(SPIN_COUNT)).split()
+

@@ -230,3 +230,32 @@ def test_search_efficiency_against_the_oracle_trains_the_picks_it_lacks(quick_or
     # An oracle of another space is one clear line.
     assert run_main(bench.main, [a if a != "cvt" else "cvt13-nas" for a in args] + ["--report-only"]) == 2
     assert "measured space cvt" in capsys.readouterr().err
+
+
+def test_supernet_fidelity_scores_the_band_and_reuses_its_supernet(quick_oracle, tmp_path, capsys):
+    bench = load_script("supernet_fidelity")
+    out = tmp_path / "s.json"
+    args = ["--oracle", str(quick_oracle), "--quick", "--data", "synthetic", "--threads", "1", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache"), "--throughput", "3", "--out", str(out)]
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    for row in ("| supernet (inherited) |", "| params |", "| random |", "noise ceiling", "members per CPU-minute"):
+        assert row in text
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 5 and all(0 <= r["supernet"]["value"] <= 100 for r in results.values())
+    costs = json.loads((tmp_path / "s-costs.json").read_text())
+    assert costs["training"]["steps"] == 4 and costs["training"]["wall_s"] > 0 and costs["scoring"]["n"] == 3
+    # An estimator_fidelity.py file puts its proxy rungs beside the supernet (here: made-up values, its format).
+    from nas.ranking import EstimateStore
+
+    estimates = EstimateStore(tmp_path / "e.json", {"made": "here"})
+    for arch_id, record in json.loads(quick_oracle.read_text())["architectures"].items():
+        estimates.put(arch_id, "proxy-4x", {"value": float(record["params"]), "seconds": 1.0}, record)
+    args += ["--estimates", str(tmp_path / "e.json")]
+    assert bench.main(args + ["--finetune", "1"]) == 0  # the cached supernet, nothing left to score
+    text = capsys.readouterr().out
+    assert "(cached); 0 of 5 band architectures to score" in text and "| inherited |" in text and "| scratch |" in text
+    assert "| proxy-4x |" in text
+    costs_after = json.loads((tmp_path / "s-costs.json").read_text())
+    assert costs_after["training"] == costs["training"]
+    assert len(costs_after["finetune"]["inherited"]) == len(costs_after["finetune"]["scratch"]) == 1

@@ -42,7 +42,7 @@ from torch import nn
 from cvt import UserError
 
 from .._paths import default_cache_dir as cache_root
-from ..devices import check_device, cpu_model, device_available, normalize_device
+from ..devices import available_cpus, check_device, cpu_model, device_available, normalize_device
 
 __all__ = ["LatencySettings", "LatencyResult", "measure_latency", "device_available", "check_device",
            "normalize_device", "device_signature", "PROTOCOL_VERSION", "DTYPES", "CLOCKS"]
@@ -73,7 +73,7 @@ def device_signature(device: str = "cpu", threads: int | None = None) -> dict[st
     sig: dict[str, Any] = {
         "device": str(dev), "device_name": cpu, "cpu_model": cpu, "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": threads or torch.get_num_threads(),
+        "threads": threads or available_cpus(),
     }
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
@@ -165,8 +165,7 @@ class LatencyResult:
 @contextlib.contextmanager
 def _threads(threads: int | None) -> Iterator[int]:
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or available_cpus())
     try:
         yield torch.get_num_threads()
     finally:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from cvt import ConfigError, UserError
 
+from ..devices import available_cpus
 from ._family import Operator, costs_named, costs_of
 from ._latency import (LatencySettings, check_device, default_cache_dir, device_signature, measure,
                        measure_latency, summarize)
@@ -231,7 +231,7 @@ class LatencyPredictor:
             entries[key] = {"kind": op.kind, "ms": median, "iqr_ms": iqr, "features": list(op.features)}
             say(f"[table {n}/{len(chosen)}] {key}: {median:.3f} ms (IQR {iqr:.3f})")
         predictor = cls(entries=entries, calibration={"scale": 1.0, "offset_ms": 0.0},
-                        settings={**settings.to_dict(), "threads": settings.threads or torch.get_num_threads(),
+                        settings={**settings.to_dict(), "threads": settings.threads or available_cpus(),
                                   "num_classes": num_classes},
                         signature=device_signature(device, settings.threads), space=space.name,
                         fallback=_fit_fallback(entries))

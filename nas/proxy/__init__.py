@@ -11,9 +11,10 @@ Settings, defaults and measured fidelity: ``docs/performance.md`` ("Proxy traini
 """
 from . import zero_cost
 from ._config import GPU_DEFAULTS, ProxyConfig
-from ._setup import proxy_model_config, scale_width
+from ._setup import normalize, proxy_model_config, scale_width
 from ._rungs import GROWTHS, RungSchedule, train_rung
-from ._train import ProxyResult, ReportFn, TrainingFailed, train_proxy
+from ._train import ProxyResult, ReportFn, TrainingFailed, augment, train_proxy
 
 __all__ = ["ProxyConfig", "ProxyResult", "TrainingFailed", "train_proxy", "ReportFn", "GPU_DEFAULTS",
-           "proxy_model_config", "scale_width", "zero_cost", "RungSchedule", "GROWTHS", "train_rung"]
+           "proxy_model_config", "scale_width", "zero_cost", "RungSchedule", "GROWTHS", "train_rung", "augment",
+           "normalize"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +23,13 @@ from timm.data import Mixup
 
 from cvt import UserError
 
-from .._paths import atomic_path
+from .._paths import atomic_path, read_saved
 from ..data import Dataset
 from ..devices import resolve_device
 from ._config import ProxyConfig
 from ._setup import build_proxy_model, normalize, seeded_run, select_data
 
-__all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn"]
+__all__ = ["train_proxy", "ProxyResult", "TrainingFailed", "ReportFn", "augment"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def _augment(images: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+def augment(images: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
     """Random crop with zero padding ``pad`` and horizontal flip, per image, on a uint8 batch."""
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
@@ -180,13 +179,7 @@ def _settings_key(proxy: ProxyConfig) -> dict[str, Any]:
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """A proxy checkpoint written by :func:`train_proxy` (``UserError`` naming the file when it is not one)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise UserError(f"{path}: not a readable proxy checkpoint ({err}); delete it to train from the start") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a proxy checkpoint; delete it or choose another path")
-    return state
+    return read_saved(path, CHECKPOINT_FORMAT, "proxy checkpoint")
 
 
 def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None = None, *,
@@ -274,7 +267,7 @@ def train_proxy(model_config: Any, dataset: Dataset, proxy: ProxyConfig | None =
                 """``count`` augmented (and mixed) training batches in ``order``."""
                 for b in range(count):
                     idx = order[b * batch_size:(b + 1) * batch_size]
-                    x, y = normalize(_augment(train_x[idx], gen, pad), data), train_y[idx]
+                    x, y = normalize(augment(train_x[idx], gen, pad), data), train_y[idx]
                     if mixup is not None:
                         x, y = numpy_stream(mixup, x, y)
                     yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y

@@ -6,7 +6,8 @@ judge an accuracy estimator against it where a search decides (band tau, regret,
 
 Protocol and measured figures: ``docs/performance.md`` ("Ranking oracle").
 """
-from ._fidelity import EstimateStore, Fidelity, fidelity, noise_ceiling, oracle_truth, random_fidelity
+from ._fidelity import (EstimateStore, Fidelity, fidelity, fidelity_table, noise_ceiling, oracle_truth,
+                        random_fidelity)
 from ._metrics import common_finite, kendall_tau, regret, top_k_hit
 from ._store import ResultStore
 from ._oracle import (FORMAT, GPU_RECIPE, RECIPES, REFERENCE_RECIPE, OracleSpec, OracleStore, Reference, balanced_shard,
@@ -16,4 +17,4 @@ __all__ = ["OracleSpec", "OracleStore", "Reference", "reference_architectures", 
            "shard_jobs", "balanced_shard", "pending", "train_reference", "REFERENCE_RECIPE", "GPU_RECIPE", "RECIPES",
            "FORMAT", "kendall_tau",
            "regret", "top_k_hit", "common_finite", "EstimateStore", "Fidelity", "fidelity", "noise_ceiling",
-           "oracle_truth", "random_fidelity", "ResultStore"]
+           "oracle_truth", "random_fidelity", "fidelity_table", "ResultStore"]

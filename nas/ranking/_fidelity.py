@@ -16,7 +16,8 @@ from ._metrics import common_finite, kendall_tau, regret, top_k_hit
 from ._oracle import OracleStore
 from ._store import ResultStore
 
-__all__ = ["EstimateStore", "Fidelity", "fidelity", "random_fidelity", "noise_ceiling", "oracle_truth"]
+__all__ = ["EstimateStore", "Fidelity", "fidelity", "random_fidelity", "noise_ceiling", "oracle_truth",
+           "fidelity_table"]
 
 
 class EstimateStore(ResultStore):
@@ -80,3 +81,13 @@ def noise_ceiling(store: OracleStore, arch_ids: list[str], seed: int = 1) -> Fid
     first = {a: store.accuracy(a, 0) for a in both}
     other = {a: store.accuracy(a, seed) for a in both}
     return fidelity(f"oracle seed {seed} (noise ceiling)", other, first)
+
+
+def fidelity_table(rows: list[Fidelity], title: str) -> str:
+    """The rows as a Markdown table under ``title`` (what the fidelity benchmarks print)."""
+    lines = [title, "| estimator | Kendall tau in band | n | regret (points) | oracle best in top 3 | seconds per "
+                    "candidate |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        top3 = "" if math.isnan(r.top3) else ("yes" if r.top3 == 1 else "no" if r.top3 == 0 else f"p = {r.top3:.2f}")
+        lines.append(f"| {r.name} | {r.tau:+.2f} | {r.n} | {r.regret:.2f} | {top3} | {r.seconds:.3g} |")
+    return "\n".join(lines)

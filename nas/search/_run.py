@@ -323,13 +323,11 @@ def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
 
 def _warn_contention(config: SearchConfig, ready: _Ready) -> None:
     """A warning naming the competing processes when the search's CPU threads and theirs exceed the CPUs."""
-    from .._contention import busy_processes, contention_warning
-    from .._cpu import available_cpus
+    from .._contention import shared_cpus_warning
 
     if ready.proxy.device.startswith("cuda"):  # GPU trainings: the CPUs are not the bottleneck
         return
-    threads = ready.evaluator.threads * config.sampling.workers
-    line = contention_warning(available_cpus(), threads, busy_processes())
+    line = shared_cpus_warning(ready.evaluator.threads * config.sampling.workers)
     if line is not None:
         _log.warning("warning: %s", line)
 
