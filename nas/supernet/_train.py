@@ -384,6 +384,4 @@ def supernet_for(members: MemberRange, dataset: Dataset, recipe: SupernetRecipe 
     data = _select(dataset, recipe)
     key = cache_key(members, _data_key(data), recipe)
     directory = Path(cache_dir or default_cache_dir() / "supernets") / key
-    supernet = train_supernet(members, dataset, recipe, directory=directory, **train)
-    supernet.members = members
-    return supernet
+    return train_supernet(members, dataset, recipe, directory=directory, **train)
