@@ -34,11 +34,10 @@ from nas.devices import cpu_model
 from nas.proxy import ProxyConfig, train_proxy
 from nas.ranking import (EstimateStore, OracleStore, fidelity, fidelity_table, noise_ceiling, oracle_truth,
                          random_fidelity)
-from nas.supernet import CPU_RECIPE, GPU_RECIPE, MemberRange, Supernet, SupernetRecipe, supernet_for
+from nas.supernet import RECIPES, MemberRange, Supernet, SupernetRecipe, supernet_for
 from search_spaces import get_space
 
-RECIPES = {"cpu": CPU_RECIPE, "gpu": GPU_RECIPE}
-QUICK = SupernetRecipe(steps=4, batch_size=16, train_subset=128, val_subset=32, calibration_batches=1, pool=10)
+QUICK = SupernetRecipe(steps=4, batch_size=16, train_subset=128, pool=10)
 NAME = "supernet"
 PROXY_ROWS = ("proxy", "proxy-2x", "proxy-4x", "proxy-8x")
 
@@ -60,8 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="an estimator_fidelity.py file: its proxy rungs go in the table beside the supernet")
     parser.add_argument("--out", type=Path, default=None, help="scores JSON file (resumed when it exists)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu", help="supernet training recipe")
-    parser.add_argument("--no-distill", action="store_true",
-                        help="every member learns from the labels (no in-place distillation from the largest)")
+    parser.add_argument("--distill", action="store_true",
+                        help="in-place distillation: members other than the largest learn from its predictions")
+    parser.add_argument("--val-images", type=int, default=1000, metavar="N",
+                        help="validation images each member is scored on (default 1000)")
+    parser.add_argument("--calibration-batches", type=int, default=4, metavar="N",
+                        help="training batches each member's BatchNorm statistics are re-estimated on (default 4)")
     parser.add_argument("--range", type=_fraction_pair, default=(0.5, 1.0), metavar="LOW,HIGH",
                         help="members trained: MACs within these fractions of the oracle's budget (default 0.5,1.0)")
     parser.add_argument("--throughput", type=int, default=100, metavar="N",
@@ -92,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = identity["budget"]["value"]
     members = MemberRange(space, low=args.range[0] * budget, high=args.range[1] * budget)
     recipe = QUICK if args.quick else RECIPES[args.recipe]
-    if args.no_distill:
-        recipe = SupernetRecipe(**{**recipe.to_dict(), "distill": False})
+    if args.distill:
+        recipe = SupernetRecipe(**{**recipe.to_dict(), "distill": True})
 
     # Costs beside the scores: training time adds up over the runs that trained (a killed training resumes).
     costs_path = args.out.with_name(args.out.stem + "-costs.json") if args.out else None
@@ -113,9 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs["training"] = {"wall_s": before.get("wall_s", 0.0) + time.perf_counter() - start,
                              "cpu_s": before.get("cpu_s", 0.0) + time.process_time() - cpu_start,
                              "steps": recipe.steps, "machine": cpu_model(), "threads": args.threads}
+    val_images = 32 if args.quick else args.val_images
+    scoring = {"val_images": val_images, "calibration_batches": args.calibration_batches}
     store = EstimateStore.at(args.out, {"oracle": identity, "supernet": supernet.path.parent.name,
-                                        "recipe": recipe.to_dict(), "range": list(args.range)})
-    score = supernet.scorer(dataset, device=args.device)
+                                        "recipe": recipe.to_dict(), "range": list(args.range), "scoring": scoring})
+    score = supernet.scorer(dataset, device=args.device, **scoring)
     family = cvt.family_named(space.family)
     todo = [a for a in sorted(band) if not store.has(a, NAME)]
     print(f"supernet {supernet.path} ({f'trained {len(steps)} steps' if steps else 'cached'}); "
@@ -146,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + fidelity_table(rows, f"Inherited accuracy against the oracle ({identity['space']}, band "
                                      f"{identity['band']} of {budget:.3g} MACs; supernet over "
                                      f"{args.range[0]:g}-{args.range[1]:g} of the budget, {args.recipe} recipe"
-                                     f"{', no distillation' if args.no_distill else ''})"))
+                                     f"{', distilled' if args.distill else ''}; scored on {val_images} images, "
+                                     f"{args.calibration_batches} calibration batch(es))"))
     costs["scoring"] = {"seconds_per_member": per_member, "per_cpu_minute": per_cpu_minute, "n": len(pool),
                         "machine": cpu_model()}
     training = costs.get("training")

@@ -9,24 +9,50 @@ The backends never train or score a model themselves: :class:`nas.search.Evaluat
   (``nas.proxy.RungSchedule``), continuing the rung below from its checkpoint.
 * ``naswot``, ``synflow``, ``grad_norm`` (:class:`TrainingFree`): a score at initialisation, no training;
   their "accuracy" is the score (how well each ranks: ``docs/performance.md``).
+* ``supernet`` (:class:`InheritedAccuracy`): accuracy with weights inherited from a weight-sharing supernet
+  (:mod:`nas.supernet`), trained once per space, range and data and cached; it *screens*: its first-rung
+  estimates only choose which candidates train standalone at the top rung, and only those enter the front.
 
-A new estimator (a weight-sharing supernet, say) subclasses :class:`AccuracyEstimator`
-and is registered with :func:`register_estimator`; ``--estimator NAME`` then selects it.
+A new estimator subclasses :class:`AccuracyEstimator` and is registered with :func:`register_estimator`;
+``--estimator NAME`` then selects it. One that needs to know the search (its space, budgets, data) reads the
+:class:`SearchContext` handed to :meth:`AccuracyEstimator.prepare`.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from cvt import UserError
 
 from . import proxy
 from .proxy import ProxyConfig, ProxyResult, ReportFn, RungSchedule, zero_cost
 
-__all__ = ["AccuracyEstimator", "ProxyTraining", "TrainingFree", "ESTIMATORS", "register_estimator",
-           "make_estimator"]
+__all__ = ["AccuracyEstimator", "SearchContext", "ProxyTraining", "TrainingFree", "InheritedAccuracy", "ESTIMATORS",
+           "register_estimator", "make_estimator", "screens"]
+
+_log = logging.getLogger("nas.search")
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What an estimator may know of the search it serves (:meth:`AccuracyEstimator.prepare`).
+
+    Attributes:
+        space: the search space; dataset: the search's data (``nas.data.Dataset``).
+        budgets: metric name -> limit in the metric's raw unit (MACs, seconds, parameters).
+        resolution: the input size costs are taken at.
+        options: the estimator's own settings from the command line (``supernet_range``, ``supernet_recipe``).
+    """
+
+    space: Any
+    dataset: Any
+    budgets: Mapping[str, float] = field(default_factory=dict)
+    resolution: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class AccuracyEstimator:
@@ -45,9 +71,19 @@ class AccuracyEstimator:
 
     reports_epochs: ClassVar[bool] = False
     supports_rungs: ClassVar[bool] = False
+    screens: ClassVar[bool] = False  # first-rung estimates only pick what trains at the top rung (never the front)
 
     def __init__(self, settings: ProxyConfig):
         self.settings = settings
+
+    def prepare(self, context: SearchContext) -> dict[str, Any]:
+        """Learn the search before the first estimate and check it can be served (``UserError`` if not); cheap,
+        called in every worker. Returns what the run records about this estimator (``run.json``)."""
+        return {}
+
+    def build(self) -> None:
+        """Make what every worker will load (a supernet, say), once, in the main process after :meth:`prepare`
+        and before any worker starts; may take long, shows progress, resumes after a kill."""
 
     def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None, *,
                  schedule: RungSchedule | None = None, rung: int = 0,
@@ -103,13 +139,100 @@ class TrainingFree(AccuracyEstimator):
                            proxy=self.settings.to_dict(), dataset=dataset.description)
 
 
+class InheritedAccuracy(AccuracyEstimator):
+    """Top-1 validation accuracy with weights inherited from a supernet (:mod:`nas.supernet`) at rung 0; at a higher
+    rung, the proxy training of that rung (:func:`nas.proxy.train_rung`, from scratch through the rungs below), which
+    confirms the supernet's picks.
+
+    The supernet covers a MACs range of the space: ``supernet_range`` (GMACs), else the narrowest cached one (same
+    space, data and recipe) that holds the MACs budget, else half the MACs budget to the budget. It is scored on
+    ``settings.val_subset`` validation images after each member's BatchNorm statistics are re-estimated.
+    """
+
+    supports_rungs = True
+    screens = True
+
+    def __init__(self, settings: ProxyConfig):
+        super().__init__(settings)
+        self._context: SearchContext | None = None
+        self._members: Any = None
+        self._recipe: Any = None
+        self._score: Callable[[Any], float] | None = None
+
+    def prepare(self, context: SearchContext) -> dict[str, Any]:
+        from .devices import resolve_device
+        from .supernet import choose_range, recipe_named, supernet_dir
+
+        self._context = context
+        device = str(resolve_device(self.settings.device))
+        self._recipe = recipe_named(context.options.get("supernet_recipe") or "auto", device)
+        self._members = choose_range(context.space, context.dataset, self._recipe, given=context.options.get(
+            "supernet_range"), macs_budget=context.budgets.get("macs"), resolution=context.resolution)
+        directory = supernet_dir(self._members, context.dataset, self._recipe)
+        return {"supernet": str(directory), "range_gmacs": [self._members.low / 1e9, self._members.high / 1e9],
+                "recipe": self._recipe.to_dict(), "cached": (directory / "supernet.pt").is_file()}
+
+    def build(self) -> None:
+        from .supernet import supernet_for
+
+        directory = self.prepare(self._context)["supernet"]
+        if not Path(directory, "supernet.pt").is_file():
+            _log.info("supernet: training one for %.3g-%.3g GMACs of %s (cached in %s; a killed training resumes "
+                      "when the search is run again)", self._members.low / 1e9, self._members.high / 1e9,
+                      self._context.space.name, directory)
+        supernet_for(self._members, self._context.dataset, self._recipe, device=self.settings.device,
+                     threads=self.settings.threads)
+
+    def _scorer(self, dataset: Any) -> Callable[[Any], float]:
+        if self._score is None:
+            from .supernet import load_supernet, supernet_dir
+
+            if self._context is None:
+                raise ValueError("InheritedAccuracy.prepare(context) was not called")
+            path = supernet_dir(self._members, dataset, self._recipe) / "supernet.pt"
+            if not path.is_file():
+                raise UserError(f"no trained supernet at {path}: the search trains it before its workers start; on a "
+                                f"Ray cluster of several machines, copy it there")
+            supernet = load_supernet(path, members=self._members)
+            self._score = supernet.scorer(dataset, device=self.settings.device, val_images=self.settings.val_subset,
+                                          seed=self.settings.seed)
+            if self.settings.threads:
+                import torch
+
+                torch.set_num_threads(self.settings.threads)
+        return self._score
+
+    def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None, *,
+                 schedule: RungSchedule | None = None, rung: int = 0,
+                 directory: Path | None = None) -> ProxyResult:
+        if rung:
+            if directory is None:
+                raise ValueError("a confirmation trains with checkpoints: give the candidate's directory")
+            return proxy.train_rung(model_config, dataset, self.settings, schedule or RungSchedule((1,)), rung,
+                                    directory, report=report)
+        score = self._scorer(dataset)
+        start = time.perf_counter()
+        value = score(model_config)
+        wall = time.perf_counter() - start
+        return ProxyResult(accuracy=value, best_accuracy=value, epochs_completed=0, steps_completed=0, history=[],
+                           stopped_early=False, wall_time_s=wall, train_images_per_s=float("nan"), num_params=0,
+                           device=self.settings.device, threads=self.settings.threads or 0,
+                           proxy=self.settings.to_dict(), dataset=dataset.description)
+
+
 ESTIMATORS: dict[str, Callable[[ProxyConfig], AccuracyEstimator]] = {
-    "proxy": ProxyTraining, **{name: functools.partial(TrainingFree, score=name) for name in zero_cost.SCORES}}
+    "proxy": ProxyTraining, **{name: functools.partial(TrainingFree, score=name) for name in zero_cost.SCORES},
+    "supernet": InheritedAccuracy}
 
 
 def register_estimator(name: str, factory: Callable[[ProxyConfig], AccuracyEstimator]) -> None:
     """Make ``factory(settings)`` available as ``--estimator NAME``."""
     ESTIMATORS[name] = factory
+
+
+def screens(name: str) -> bool:
+    """Whether the estimator registered as ``name`` screens (its first rung never enters the front)."""
+    return bool(getattr(ESTIMATORS.get(name), "screens", False))
 
 
 def make_estimator(name: str, settings: ProxyConfig) -> AccuracyEstimator:

@@ -18,6 +18,12 @@ Examples::
     python -m nas.export runs/cvt-13-nas-4gflops                 # the Pareto front
     python -m nas.export runs/cvt-13-nas-4gflops --top 3 --format json --out configs/
     python -m nas.export runs/cvt-13-nas-4gflops --trial 42
+    python -m nas.export runs/cvt-4gflops --with-weights   # a supernet search: inherited weights beside each
+
+``--with-weights`` (runs searched with ``--estimator supernet``) writes ``<name>.safetensors`` beside each config:
+the member extracted from the run's supernet (a plain ``cvt.CvT`` state_dict for the data's classes), loadable
+with ``cvt.load_checkpoint(model, PATH)`` or ``timm.create_model(..., pretrained=True,
+pretrained_cfg_overlay=dict(file=PATH, num_classes=N))``; its metadata and the config's header name the supernet.
 """
 from __future__ import annotations
 
@@ -51,10 +57,14 @@ def _main(argv: Sequence[str] | None) -> int:
     which.add_argument("--trial", type=int, metavar="N", help="trial number N")
     parser.add_argument("--format", choices=FORMATS, default="yaml", help="yaml (reference format, default) or json")
     parser.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/exports)")
+    parser.add_argument("--with-weights", action="store_true",
+                        help="a supernet search only: beside each config, its weights inherited from the supernet "
+                             "(.safetensors, a plain CvT state_dict) to start fine-tuning from")
     args = parser.parse_args(argv)
     manifest, config, study = load_run(args.run_dir)
     trials = select_trials(study, config.space.objective_names, top=args.top, trial=args.trial)
-    for path in export_trials(trials, manifest, config, args.out or Path(args.run_dir) / "exports", args.format):
+    for path in export_trials(trials, manifest, config, args.out or Path(args.run_dir) / "exports", args.format,
+                              with_weights=args.with_weights):
         print(path)
     return 0
 

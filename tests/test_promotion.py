@@ -125,6 +125,40 @@ def test_defaults_promote_and_check_as_many_as_half_the_compute_allows():
     assert default_k(SearchConfig.create(rungs="1", trials=2)) == 0
 
 
+def test_a_screening_estimator_confirms_its_best_k_at_the_top_rung():
+    config = SearchConfig.create(budget="4G", estimator="supernet", trials=6, confirm=2)
+    promotion = config.promotion
+    assert promotion.ladder == (0, 2) and promotion.quotas(6) == [6, 2] and promotion.quotas(1) == [1, 1]
+    assert promotion.budget_of(0) == 0 and promotion.budget_of(2) == 4
+    assert promotion.compute(6) == 2 * 4 and promotion.units([6, 0, 1]) == 4  # scores are free; a confirmation 4x
+    assert SearchConfig.create(estimator="supernet").promotion.confirm == 3  # the default
+    assert SearchConfig.create(estimator="supernet").sampling.trials == 1000
+    assert SearchConfig.create().sampling.trials == 10
+    first = [_trial(0, accuracy=30), _trial(1, accuracy=35), _trial(2, accuracy=33, macs=1e9), _trial(3, accuracy=20)]
+    assert next_promotion(config, first + [_trial(4, state="RUNNING")]) == "wait"
+    top = next_promotion(config, first)
+    assert (top.source.number, top.rung) == (1, 2)  # straight to the top rung, no rung 1
+    claimed = first + [_trial(5, state="RUNNING", rung=2, root=1)]
+    assert next_promotion(config, claimed).source.number == 2  # the cheap one on the first front next
+    done = first + [_trial(5, rung=2, root=1), _trial(6, rung=2, root=2)]
+    assert next_promotion(config, done) is None
+    step = next_step(config, done, None, None)
+    assert step.action == "stop" and "2 confirmed at the top rung (4x)" in step.reason
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"confirm": 2}, "--confirm applies to a screening estimator"),
+    ({"estimator": "supernet", "rungs": "1"}, "at least two rungs"),
+    ({"supernet_range": "2,4"}, "only apply with --estimator supernet"),
+    ({"estimator": "supernet", "supernet_range": "4,2"}, "LOW must be at least 0 and below HIGH"),
+    ({"estimator": "supernet", "supernet_range": "two"}, "give LOW,HIGH in GMACs"),
+    ({"estimator": "supernet", "confirm": 0}, "--confirm = 0"),
+])
+def test_bad_screening_settings_are_one_clear_error(settings, message):
+    with pytest.raises(UserError, match=message):
+        SearchConfig.create(**settings)
+
+
 # ---------------------------------------------------------------------------- the verdict on fixed numbers
 def _entries(search, check, baseline, macs=(3e9, 3.2e9, 2.5e9), base_macs=4e9, rung=2):
     top = [{"label": f"#{i}", "number": 10 + i, "rung": rung, "macs": m, "search_accuracy": s, "check_accuracy": c}

@@ -284,6 +284,20 @@ def test_promotion_runs_as_tune_trials_and_the_front_holds_only_finished_rungs(r
     assert front[0]["rung"] == "1"
 
 
+def test_supernet_scores_and_confirmations_run_as_tune_trials(ray_cluster, tiny_space, tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps: 3\nbatch_size: 16\ntrain_subset: 128\npool: 10\n")
+    out = tmp_path / "run"
+    code, err = cli(ray_args(tiny_space, out, 6, "--estimator", "supernet", "--supernet-recipe", str(recipe),
+                             "--rungs", "1,2", "--confirm", "1", "--workers", "2"), capsys)
+    assert code == 0, err
+    rows = [r for r in read_csv(out / "trials.csv") if r["status"] == "trained"]
+    assert sorted((r["rung"], r["screening"]) for r in rows) == [("0", "True")] * 6 + [("1", "False")]
+    assert {int(r["number"]) for r in rows} <= tune_trials(out)  # each one a Tune trial
+    front = read_csv(out / "pareto.csv")
+    assert [r["rung"] for r in front] == ["1"]
+
+
 def test_resume_after_the_driver_is_killed(ray_cluster, tiny_space, tmp_path, capsys):
     out = tmp_path / "run"
     args = ray_args(tiny_space, out, 4, "--workers", "2", "--proxy-epochs", "2", "--proxy-train-subset", "256")

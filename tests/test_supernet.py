@@ -1,6 +1,8 @@
 """The weight-sharing CvT: members are slices of one set of weights, and an extracted member is a plain CvT."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -126,11 +128,11 @@ def test_architectures_outside_the_supernet_are_refused_in_one_line():
 
 # ---------------------------------------------------------------------------- training
 from nas.data import load_dataset  # noqa: E402
-from nas.supernet import MemberRange, SupernetRecipe, load_supernet, supernet_for, train_supernet  # noqa: E402
+from nas.supernet import CPU_RECIPE, GPU_RECIPE, MemberRange, SupernetRecipe, cached_ranges, choose_range, \
+    load_supernet, recipe_named, supernet_for, train_supernet  # noqa: E402
 from search_spaces import load_space  # noqa: E402
 
-TINY_RECIPE = SupernetRecipe(steps=5, batch_size=16, train_subset=128, val_subset=32, calibration_batches=1,
-                             pool=20)
+TINY_RECIPE = SupernetRecipe(steps=5, batch_size=16, train_subset=128, pool=20)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +194,7 @@ def test_a_cached_supernet_is_reused_and_one_with_other_settings_is_not(tiny, tm
 def test_inherited_accuracy_scores_members_and_extraction_keeps_the_weights(tiny, tmp_path):
     members, data = tiny
     supernet = supernet_for(members, data, TINY_RECIPE, cache_dir=tmp_path, device="cpu", threads=1, progress=False)
-    score = supernet.scorer(data)
+    score = supernet.scorer(data, val_images=32)
     configs = members.pool(5, seed=3)
     scores = [score(c) for c in configs]
     assert all(0.0 <= s <= 100.0 for s in scores)
@@ -207,3 +209,122 @@ def test_a_range_without_members_is_one_clear_line(tiny):
         MemberRange(members.space, low=1e12, high=2e12).pool(5, seed=0)
     with pytest.raises(UserError, match="not a range"):
         MemberRange(members.space, low=5.0, high=1.0)
+
+
+def test_a_search_finds_a_cached_range_that_holds_its_budget(tiny, tmp_path):
+    members, data = tiny
+    space = members.space
+    narrow, wide = MemberRange(space, 3e6, 5e6), MemberRange(space, 2e6, 7e6)
+    for m in (narrow, wide):
+        supernet_for(m, data, TINY_RECIPE, cache_dir=tmp_path, device="cpu", threads=1, progress=False)
+    found = cached_ranges(space, data, TINY_RECIPE, cache_dir=tmp_path)
+    assert [(m.low, m.high) for m in found] == [(3e6, 5e6), (2e6, 7e6)]  # narrowest first
+    assert cached_ranges(space, data, SupernetRecipe(**{**TINY_RECIPE.to_dict(), "lr": 5e-4}), cache_dir=tmp_path) == []
+    assert cached_ranges(space, load_dataset("synthetic", seed=1).select(classes=2), TINY_RECIPE,
+                         cache_dir=tmp_path) == []  # other data
+
+    def choose(**kwargs):
+        m = choose_range(space, data, TINY_RECIPE, cache_dir=tmp_path, **kwargs)
+        return m.low, m.high
+
+    assert choose(macs_budget=4e6) == (3e6, 5e6)  # the narrowest that holds it
+    assert choose(macs_budget=6e6) == (2e6, 7e6)
+    assert choose(macs_budget=8e6) == (4e6, 8e6)  # none holds it: half the budget to the budget, to be trained
+    assert choose() == (2e6, 7e6)  # no MACs budget (latency, params): the widest cached
+    assert choose(given=(1.0, 2.0), macs_budget=1.5e9) == (1e9, 2e9)
+    with pytest.raises(UserError, match="outside the supernet's range 1-2 GMACs"):
+        choose(given=(1.0, 2.0), macs_budget=3e9)
+    with pytest.raises(UserError, match="give --supernet-range"):
+        choose_range(space, data, TINY_RECIPE, cache_dir=tmp_path / "empty")
+    # A damaged entry in the cache is passed over, not an error.
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "supernet.json").write_text("{not json")
+    assert len(cached_ranges(space, data, TINY_RECIPE, cache_dir=tmp_path)) == 2
+
+
+def test_recipes_by_name_or_file_and_bad_ones_in_one_line(tmp_path):
+    assert recipe_named("auto", "cpu") == CPU_RECIPE and recipe_named("auto", "cuda:0") == GPU_RECIPE
+    path = tmp_path / "r.yaml"
+    path.write_text("steps: 7\nbatch_size: 8\n")
+    assert recipe_named(str(path)) == SupernetRecipe(steps=7, batch_size=8)
+    path.write_text("stepz: 7\n")
+    with pytest.raises(UserError, match="not a mapping of recipe fields"):
+        recipe_named(str(path))
+    with pytest.raises(UserError, match="use cpu, gpu, auto or a YAML file"):
+        recipe_named("fast")
+    with pytest.raises(UserError, match="steps = 0"):
+        path.write_text("steps: 0\n")
+        recipe_named(str(path))
+
+
+# ---------------------------------------------------------------------------- searching on a supernet
+def test_a_supernet_search_scores_confirms_reuses_and_exports_weights(tmp_path, monkeypatch, capsys):
+    import json
+
+    import timm
+    from safetensors import safe_open
+
+    from conftest import TINY_SPACE
+    from nas.export import main as export_main
+    from test_search import TINY_TRAINING, cli, read_csv
+
+    monkeypatch.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps: 4\nbatch_size: 16\ntrain_subset: 128\npool: 10\n")
+
+    def search(out, budget, *extra):
+        return cli(["--space", str(TINY_SPACE), "--budget", budget, "--trials", "12", "--out", str(tmp_path / out),
+                    *TINY_TRAINING, "--estimator", "supernet", "--supernet-recipe", str(recipe), "--confirm", "2",
+                    "--self-check", "0", *extra], capsys)
+
+    code, stdout, stderr = search("first", "4.5MFLOPs")
+    assert code == 0, stderr
+    assert "supernet: training one for 0.00225-0.0045 GMACs" in stderr
+    rows = read_csv(tmp_path / "first" / "trials.csv")
+    scored = [r for r in rows if r["status"] == "trained" and r["screening"] == "True"]
+    confirmed = [r for r in rows if r["status"] == "trained" and r["screening"] == "False"]
+    assert len(scored) == 12 and all(r["rung"] == "0" and r["rung_budget"] == "0" for r in scored)
+    assert len(confirmed) == 2 and all(r["rung"] == "2" and r["rung_budget"] == "4" for r in confirmed)
+    # The confirmed are the best two scored by non-dominated rank; only they enter the front and the exports.
+    front = read_csv(tmp_path / "first" / "pareto.csv")
+    assert front and {r["number"] for r in front} <= {r["number"] for r in confirmed}
+    by_number = {r["number"]: r for r in scored}
+    picked = [float(by_number[r["root"]]["accuracy"]) for r in confirmed]
+    assert max(picked) == max(float(r["accuracy"]) for r in scored)  # the most accurate score is confirmed
+    assert "12 scored, 2 confirmed at the top rung" in stdout
+    manifest = json.loads((tmp_path / "first" / "run.json").read_text())
+    supernet_dir = manifest["estimator"]["supernet"]
+
+    # A second budget inside the range: the cached supernet serves it, nothing is trained again.
+    code, _, stderr = search("second", "4MFLOPs")
+    assert code == 0, stderr
+    assert "supernet: training" not in stderr
+    assert json.loads((tmp_path / "second" / "run.json").read_text())["estimator"]["supernet"] == supernet_dir
+
+    # Exported with the weights inherited from the supernet: they load with timm and cvt, logits equal.
+    code = export_main([str(tmp_path / "first"), "--with-weights", "--out", str(tmp_path / "exports")])
+    assert code == 0
+    yaml_path = next((tmp_path / "exports").glob("*.yaml"))
+    weights = yaml_path.with_suffix(".safetensors")
+    assert weights.is_file() and "inherited from supernet" in yaml_path.read_text()
+    with safe_open(str(weights), "pt") as f:
+        assert f.metadata()["inherited_from"] == Path(supernet_dir).name
+    config = cvt.CvTConfig.from_yaml(yaml_path)
+    model = timm.create_model("cvt_13", config=str(yaml_path), num_classes=4, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(weights), num_classes=4)).eval()
+    plain = cvt.load_checkpoint(cvt.CvT(config, num_classes=4), weights).eval()
+    supernet = load_supernet(Path(supernet_dir) / "supernet.pt")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x), atol=0, rtol=0)
+        torch.testing.assert_close(plain(x), supernet.model.eval()(x, config), atol=1e-5, rtol=0)
+
+    # Bad input: one line, exit 2, nothing written.
+    code, _, stderr = search("outside", "4MFLOPs", "--supernet-range", "0.001,0.002")
+    assert code == 2 and "lies outside the supernet's range" in stderr and not (tmp_path / "outside").exists()
+    assert len(stderr.strip().splitlines()) == 1
+    code, _, stderr = cli(["--space", str(TINY_SPACE), "--budget", "4.5MFLOPs", "--trials", "1", "--out",
+                           str(tmp_path / "proxy"), *TINY_TRAINING, "--rungs", "1", "--self-check", "0"], capsys)
+    assert code == 0, stderr
+    assert export_main([str(tmp_path / "proxy"), "--with-weights"]) == 2
+    assert "searched with --estimator proxy" in capsys.readouterr().err

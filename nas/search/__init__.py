@@ -65,11 +65,14 @@ def _setup_logging() -> None:
 def _report(result: SearchResult) -> str:
     s = result.summary
     frac = "-" if s["feasible_fraction"] is None else f"{100 * s['feasible_fraction']:.0f}%"
-    counts = [f"{s['trained']} trained", f"{s['failed']} failed", f"{s['costed'] - s['feasible']} over budget"]
+    counts = [f"{s['trained']} {'scored' if s['screening'] else 'trained'}", f"{s['failed']} failed",
+              f"{s['costed'] - s['feasible']} over budget"]
     if s["promotions"]:
-        counts.insert(1, f"{' + '.join(map(str, s['per_rung'][1:]))} promoted to higher rungs")
+        counts.insert(1, f"{s['promotions']} confirmed at the top rung" if s["screening"] else
+                      f"{' + '.join(map(str, s['per_rung'][1:]))} promoted to higher rungs")
     if s["duplicates"]:
-        counts.append(f"{s['duplicates']} repeating an architecture already trained (its result reused)")
+        counts.append(f"{s['duplicates']} repeating an architecture already {'scored' if s['screening'] else 'trained'}"
+                      f" (its result reused)")
     lines = [f"stopped: {result.stop_reason}",
              f"trials: {', '.join(counts)}; feasible fraction {frac} ({s['feasible']} of {s['costed']} sampled "
              f"architectures within budget)"]

@@ -28,7 +28,7 @@ from ._backend import BACKENDS
 
 __all__ = ["SearchConfig", "SpaceSettings", "LatencyMeasurement", "SamplingSettings", "BackendSettings",
            "TrainingSettings", "PromotionSettings", "RunSettings",
-           "GROUPS", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "LAYOUT_VERSION",
+           "GROUPS", "SAMPLERS", "SCHEDULERS", "LATENCY_MODES", "LAYOUT_VERSION", "ESTIMATOR_OPTIONS",
            "parse_duration", "BUDGETED", "option_fields"]
 
 # Samplers Optuna ships that handle categorical, multi-objective and constrained studies (checked with
@@ -43,6 +43,10 @@ SAMPLERS = {
 }
 
 LATENCY_MODES = ("measured", "predicted")
+SCREENING_SHARE = 0.5  # of --timeout, for a screening estimator's first rung; its confirmations get the rest
+DEFAULT_TRIALS = {False: 10, True: 1000}  # by whether the estimator screens: trainings, or supernet scores
+# Settings that belong to one estimator (the supernet's); they reach it in nas.estimators.SearchContext.options.
+ESTIMATOR_OPTIONS = ("supernet_range", "supernet_recipe")
 # Early stopping of proxy trainings (Ray backend): ASHA on per-epoch proxy accuracy, or none.
 SCHEDULERS = ("none", "asha")
 LAYOUT_VERSION = 2  # of the config in run.json: 1 was one flat mapping, 2 is one mapping per settings group
@@ -72,6 +76,18 @@ def _slug(text: str) -> str:
     text = Path(text).stem if text.endswith((".yaml", ".yml")) else text
     text = re.sub(r"(?<=[a-z])(?=\d)", "-", text.lower())
     return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.")
+
+
+def _gmacs_range(value: Any) -> tuple[float, float]:
+    """``"2,4"`` or ``[2, 4]`` -> ``(2.0, 4.0)`` GMACs."""
+    parts = re.split(r"[,\s]+", value.strip()) if isinstance(value, str) else list(value)
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise UserError(f"--supernet-range {value!r}: give LOW,HIGH in GMACs, e.g. 2,4") from None
+    if not (0 <= low < high and math.isfinite(high)):
+        raise UserError(f"--supernet-range {value!r}: LOW must be at least 0 and below HIGH (GMACs), e.g. 2,4")
+    return low, high
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -217,9 +233,10 @@ class SamplingSettings(_Group):
 
     TITLE = "search"
 
-    trials: int = _opt(10, "candidates to estimate at the first rung (proxy trainings); over-budget samples and "
-                           "promotions to higher rungs do not count (the start-up line says what promotion adds)",
-                       metavar="N", kind=int)
+    trials: int | None = _opt(None, "candidates to estimate at the first rung (proxy trainings, or supernet scores); "
+                                    "over-budget samples and promotions to higher rungs do not count (the start-up "
+                                    "line says what promotion adds) (default 10; 1000 with --estimator supernet)",
+                              metavar="N", kind=int)
     timeout: float | None = _opt(None, "wall time for the whole search, e.g. 900, 15m, 2h: new candidates stop after "
                                        "the first rung's share of it (printed at start), promotions after all of "
                                        "it; running trainings finish", metavar="TIME")
@@ -237,7 +254,8 @@ class SamplingSettings(_Group):
         object.__setattr__(self, "timeout", parse_duration(self.timeout))
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        _positive_int("--trials", self.trials)
+        if self.trials is not None:
+            _positive_int("--trials", self.trials)
         _positive_int("--workers", self.workers)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"--seed {self.seed!r}: expected an integer >= 0")
@@ -302,9 +320,18 @@ class TrainingSettings(_Group):
                                                   "cifar10, digits, synthetic, imagefolder:PATH, fashion-mnist:PATH")
     data_dir: str | None = _opt(None, "data root for auto/cifar10 (default $CVT_NAS_DATA)", metavar="DIR")
     proxy: Mapping[str, Any] = _opt(None, "", factory=dict)  # --proxy-<field> options, from ProxyConfig's fields
-    estimator: str = _opt("proxy", "how candidates are ranked: proxy (a short training with the --proxy-* settings) "
-                                   "or a training-free score: naswot, synflow, grad_norm, dss (docs/performance.md "
-                                   "says how well each ranks)", metavar="NAME")
+    estimator: str = _opt("proxy", "how candidates are ranked: proxy (a short training with the --proxy-* settings), "
+                                   "supernet (accuracy inherited from a weight-sharing supernet, trained once and "
+                                   "cached; the best --confirm candidates then train at the top rung) or a "
+                                   "training-free score: naswot, synflow, grad_norm, dss (docs/performance.md says how "
+                                   "well each ranks)", metavar="NAME")
+    supernet_range: tuple[float, float] | None = _opt(
+        None, "with --estimator supernet: the MACs range its supernet covers, LOW,HIGH in GMACs (default: a cached "
+              "supernet of this space and data whose range holds the MACs budget, else half the budget to the "
+              "budget)", metavar="LOW,HIGH")
+    supernet_recipe: str = _opt("auto", "with --estimator supernet: how its supernet is trained: cpu, gpu, auto (by "
+                                        "the training device) or a YAML file of nas.supernet.SupernetRecipe fields",
+                                metavar="NAME|YAML")
     train_device: str = _opt("auto", "cpu, cuda, cuda:N or auto: every visible GPU, else CPU", metavar="DEVICE")
     threads: int | None = _opt(None, "CPU threads shared by all workers (default: the CPUs this process may use: "
                                      "affinity and cgroup quota)", metavar="N", kind=int)
@@ -320,6 +347,14 @@ class TrainingSettings(_Group):
         ProxyConfig(**self.proxy)  # each value checked now, before anything is loaded or written
         if self.threads is not None:
             _positive_int("--threads", self.threads)
+        if self.supernet_range is not None:
+            object.__setattr__(self, "supernet_range", _gmacs_range(self.supernet_range))
+        if self.estimator != "supernet":
+            fields = TrainingSettings.__dataclass_fields__
+            given = [_option(fields[name]) for name in ESTIMATOR_OPTIONS
+                     if getattr(self, name) != fields[name].default]
+            if given:
+                raise UserError(f"{', '.join(given)} only apply with --estimator supernet")
 
 
 @dataclass(frozen=True)
@@ -338,6 +373,9 @@ class PromotionSettings(_Group):
                             choices=GROWTHS)
     reduction: int = _opt(2, "the best 1/N of each rung (by non-dominated rank on accuracy and the cost "
                              "objectives) continue to the next", metavar="N", kind=int)
+    confirm: int | None = _opt(None, "with a screening estimator (supernet): the best K of its estimates (by "
+                                     "non-dominated rank) train standalone at the top rung, and only they enter the "
+                                     "front and the exports (default 3)", metavar="K", kind=int)
     self_check: int | None = _opt(None, "at the end, retrain the top K architectures and a baseline at the top rung "
                                         "under another seed and say whether the pick holds; 0 turns it off "
                                         "(default: up to 3, as many as add at most half the run's compute)",
@@ -363,6 +401,8 @@ class PromotionSettings(_Group):
         except UserError as err:
             raise UserError(f"--rungs/--rung-growth: {err}") from None
         _positive_int("--reduction", self.reduction, minimum=2)
+        if self.confirm is not None:
+            _positive_int("--confirm", self.confirm)
         if self.self_check is not None:
             _positive_int("--self-check", self.self_check, minimum=0)
         if self.baseline is not None and (not isinstance(self.baseline, str) or not self.baseline):
@@ -379,26 +419,50 @@ class PromotionSettings(_Group):
     def promotes(self) -> bool:
         return len(self.rungs) > 1
 
+    @property
+    def ladder(self) -> tuple[int, ...]:
+        """The rungs architectures train at, in turn: every rung, or with ``confirm`` the first (the screening
+        estimate) and the top (standalone training)."""
+        top = len(self.rungs) - 1
+        return (0, top) if self.confirm is not None else tuple(range(top + 1))
+
+    def quota(self, cohort: int) -> int:
+        """How many of ``cohort`` architectures finished at one rung of the ladder go on to the next."""
+        return min(self.confirm, cohort) if self.confirm is not None else cohort // self.reduction
+
     def quotas(self, candidates: int) -> list[int]:
-        """How many architectures train at each rung when ``candidates`` trained at the first."""
+        """How many architectures train at each rung of the :attr:`ladder` when ``candidates`` did at the first."""
         counts = [candidates]
-        for _ in self.rungs[1:]:
-            counts.append(counts[-1] // self.reduction)
+        for _ in self.ladder[1:]:
+            counts.append(self.quota(counts[-1]))
         return counts
+
+    def budget_of(self, rung: int) -> int:
+        """A rung's budget as a multiple of the proxy's (0 for a screening estimate, which trains nothing)."""
+        return 0 if rung == 0 and self.confirm is not None else self.rungs[rung]
 
     def units(self, per_rung: Sequence[int]) -> float:
         """Compute in units of one first-rung training when ``per_rung[r]`` architectures trained at rung ``r``
-        (a promotion adds the difference of its rung's multiple and the one below)."""
-        return per_rung[0] * self.rungs[0] + sum(
-            n * (hi - lo) for n, lo, hi in zip(per_rung[1:], self.rungs, self.rungs[1:]))
+        (a promotion adds the difference of its rung's budget and the budget of the rung below it in the ladder;
+        screening estimates count as free)."""
+        counts = list(per_rung) + [0] * (len(self.rungs) - len(per_rung))
+        ladder = self.ladder
+        return counts[0] * self.budget_of(0) + sum(
+            counts[hi] * (self.rungs[hi] - self.budget_of(lo)) for lo, hi in zip(ladder, ladder[1:]))
 
     def compute(self, candidates: int) -> float:
-        """The compute of a whole search of ``candidates`` first-rung trainings (:meth:`units` of the quotas)."""
-        return self.units(self.quotas(candidates))
+        """The compute of a whole search of ``candidates`` first-rung estimates (:meth:`units` of the quotas)."""
+        per_rung = [0] * len(self.rungs)
+        for rung, count in zip(self.ladder, self.quotas(candidates)):
+            per_rung[rung] = count
+        return self.units(per_rung)
 
     @property
     def first_share(self) -> float:
-        """The first rung's share of the compute, for any number of candidates (the timeout's split)."""
+        """The first rung's share of the timeout (for any number of candidates): its share of the compute, or
+        half for a screening estimator (its estimates are cheap but many)."""
+        if self.confirm is not None:
+            return SCREENING_SHARE
         share, alive = self.rungs[0], 1.0
         for lo, hi in zip(self.rungs, self.rungs[1:]):
             alive /= self.reduction
@@ -458,14 +522,27 @@ class SearchConfig:
     run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
+        from nas.estimators import screens
         from nas.proxy import zero_cost
 
         # A score at initialisation has no rungs: left to the default, its search promotes nothing.
         if self.training.estimator in zero_cost.SCORES and self.promotion.rungs == PromotionSettings().rungs:
             object.__setattr__(self, "promotion", self.promotion.replace(rungs=(1,)))
+        screening = screens(self.training.estimator)
+        if self.sampling.trials is None:
+            object.__setattr__(self, "sampling", self.sampling.replace(trials=DEFAULT_TRIALS[screening]))
+        if screening:
+            if not self.promotion.promotes:
+                raise UserError(f"--estimator {self.training.estimator} confirms its picks by training them at the "
+                                f"top rung: give --rungs with at least two rungs (e.g. 1,2,4)")
+            if self.promotion.confirm is None:
+                object.__setattr__(self, "promotion", self.promotion.replace(confirm=3))
+        elif self.promotion.confirm is not None:
+            raise UserError(f"--confirm applies to a screening estimator (--estimator supernet); --estimator "
+                            f"{self.training.estimator} promotes by --reduction")
         # Checks across groups.
         promotion = self.promotion
-        if promotion.promotes and promotion.quotas(self.sampling.trials)[-1] < 1:
+        if promotion.promotes and promotion.confirm is None and promotion.quotas(self.sampling.trials)[-1] < 1:
             need = promotion.reduction ** (len(promotion.rungs) - 1)
             raise UserError(f"--rungs {','.join(map(str, promotion.rungs))} with --reduction {promotion.reduction} "
                             f"needs at least {need} candidates for one to reach the top rung, and --trials is "
@@ -552,7 +629,7 @@ class SearchConfig:
 
     # Settings that may change between a run and its --resume (more trials, more workers, more time).
     RESUMABLE = ("trials", "timeout", "max_untrained", "workers", "threads", "train_device", "resume", "out",
-                 "storage", "ray_address", "cpus_per_trial", "gpus_per_trial", "self_check", "baseline")
+                 "storage", "ray_address", "cpus_per_trial", "gpus_per_trial", "self_check", "baseline", "confirm")
 
     def differences(self, other: "SearchConfig") -> list[str]:
         """Flat names of the settings that make ``other`` a different search (for --resume checks).

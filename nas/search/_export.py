@@ -52,12 +52,13 @@ def select_trials(study: Any, objectives: Sequence[str], *, top: int | None = No
     """
 
     trials = study.get_trials(deepcopy=False)
-    trained = [t for t in trials if is_trained(t) and all(v <= 0 for v in t.constraints.values())]
-    if trial is not None:
+    within = [t for t in trials if is_trained(t) and all(v <= 0 for v in t.constraints.values())]
+    trained = [t for t in within if not t.user_attrs.get("screening")]  # a screening estimate is not a pick
+    if trial is not None:  # any estimated trial, a screened one included (its header says so)
         match = [t for t in trials if t.number == trial]
         if not match:
             raise UserError(f"the run has no trial {trial} (it has trials 0-{len(trials) - 1})")
-        if match[0] not in trained:
+        if match[0] not in within:
             status = match[0].user_attrs.get("status") or match[0].state.name.lower()
             raise UserError(f"trial {trial} was not trained within budget (status {status}); "
                             f"export a trained one (see trials.csv)")
@@ -105,7 +106,8 @@ def _provenance(trial: Any, manifest: dict[str, Any], config: Any) -> dict[str, 
         "macs": attrs.get("macs"), "params": attrs.get("params"), "latency": latency,
         "proxy_accuracy": attrs.get("accuracy"), "proxy_best_accuracy": attrs.get("best_accuracy"),
         "proxy_epochs": attrs.get("epochs"), "proxy": manifest.get("proxy"),
-        "rung": attrs.get("rung", 0), "rung_budget": attrs.get("rung_budget", 1), "rungs": list(config.promotion.rungs),
+        "screening": bool(attrs.get("screening", False)), "rung": attrs.get("rung", 0),
+        "rung_budget": attrs.get("rung_budget", 1), "rungs": list(config.promotion.rungs),
         "rung_growth": config.promotion.rung_growth,
         "self_check": (manifest.get("self_check") or {}).get("verdict", {}).get("text"),
         "dataset": {k: dataset.get(k) for k in ("name", "source", "num_classes", "train_size", "val_size")
@@ -122,8 +124,10 @@ def _header(p: dict[str, Any], family: str, filename: str) -> str:
         f"space {p['space']}, sampler {p['sampler']}, seed {p['seed']}, "
         f"budgets: {', '.join(p['budgets'].values()) or 'none'}",
         *(m.header(p) for m in COSTS if m.header is not None),
-        f"proxy accuracy: {p['proxy_accuracy']:.2f}% top-1 after {p['proxy_epochs']} epoch(s) "
-        f"(best epoch {p['proxy_best_accuracy']:.2f}%), a ranking signal, not a full-training result",
+        (f"inherited accuracy: {p['proxy_accuracy']:.2f}% top-1 with weights from the search's supernet, not "
+         f"trained on its own: a ranking signal" if p["screening"] else
+         f"proxy accuracy: {p['proxy_accuracy']:.2f}% top-1 after {p['proxy_epochs']} epoch(s) "
+         f"(best epoch {p['proxy_best_accuracy']:.2f}%), a ranking signal, not a full-training result"),
         f"fidelity: rung {p['rung']} of 0-{len(p['rungs']) - 1}, {p['rung_budget']}x the proxy budget (rungs "
         f"{'/'.join(f'{m}x' for m in p['rungs'])}, growing {p['rung_growth']})",
         f"proxy settings: {proxy}",
@@ -131,12 +135,48 @@ def _header(p: dict[str, Any], family: str, filename: str) -> str:
         f"dataset: {p['dataset'].get('name', '?')}" + (f" ({dataset})" if dataset else ""),
         f"load: cvt.{family}.from_yaml('{filename}') or timm.create_model('{name}', config='{filename}', "
         f"num_classes=N) after `import cvt`",
+        *([_weights_line(p["weights"], name, filename)] if p.get("weights") else []),
     ])
 
 
+def _weights_line(w: dict[str, Any], name: str, filename: str) -> str:
+    return (f"weights: {w['file']}, inherited from supernet {w['inherited_from']} ({w['num_classes']} classes of "
+            f"{w['dataset']}, {w['in_chans']} input channels); start fine-tuning from them with "
+            f"timm.create_model('{name}', config='{filename}', num_classes={w['num_classes']}, "
+            f"in_chans={w['in_chans']}, pretrained=True, pretrained_cfg_overlay=dict(file='{w['file']}', "
+            f"num_classes={w['num_classes']})) or cvt.load_checkpoint(model, '{w['file']}')")
+
+
+def _run_supernet(manifest: dict[str, Any], config: Any) -> Any:
+    """The supernet a run's candidates were scored with (``UserError`` when the run had none or it is gone)."""
+    from nas.supernet import load_supernet
+
+    directory = (manifest.get("estimator") or {}).get("supernet")
+    if directory is None:
+        raise UserError(f"--with-weights: this run was searched with --estimator {config.training.estimator}, so its "
+                        f"architectures have no weights to inherit; search with --estimator supernet")
+    path = Path(directory) / "supernet.pt"
+    if not path.is_file():
+        raise UserError(f"--with-weights: the run's supernet {path} is gone (a cleared cache?); running the same "
+                        f"search again trains it again")
+    return load_supernet(path)
+
+
+def _write_weights(path: Path, supernet: Any, model_config: Any, provenance: dict[str, Any]) -> None:
+    """The member's inherited weights as a plain CvT state_dict (safetensors, with where they came from)."""
+    from safetensors.torch import save_file
+
+    model = supernet.model.extract(model_config.replace(in_chans=supernet.model.covering.in_chans))
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in provenance["weights"].items()})
+
+
 def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, out: str | Path,
-                  fmt: str = "yaml") -> list[Path]:
-    """Write one config file per trial into ``out``; returns the paths."""
+                  fmt: str = "yaml", *, with_weights: bool = False) -> list[Path]:
+    """Write one config file per trial into ``out`` (and, ``with_weights``, its weights inherited from the run's
+    supernet beside it, ``.safetensors``); returns the paths."""
+    supernet = _run_supernet(manifest, config) if with_weights else None
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use yaml or json")
     out = Path(out)
@@ -151,6 +191,15 @@ def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, 
         model_config = _model_config(trial.user_attrs, trial.user_attrs.get("resolution"))
         path = out / f"{config.space.slug}-t{trial.number:03d}.{fmt}"
         provenance = _provenance(trial, manifest, config)
+        if supernet is not None:
+            weights = path.with_suffix(".safetensors")
+            provenance["weights"] = {"file": weights.name, "inherited_from": supernet.path.parent.name,
+                                     "arch_id": trial.user_attrs.get("arch_id"),
+                                     "num_classes": supernet.model.num_classes,
+                                     "in_chans": supernet.model.covering.in_chans,
+                                     "dataset": (manifest.get("dataset") or {}).get("name")}
+            _write_weights(weights, supernet, model_config, provenance)
+            paths.append(weights)
         with atomic_path(path) as tmp:
             if fmt == "yaml":
                 model_config.to_yaml(tmp, header=_header(provenance, type(model_config).__name__, path.name))
@@ -161,7 +210,7 @@ def export_trials(trials: Sequence[Any], manifest: dict[str, Any], config: Any, 
 
 
 def export_run(run_dir: str | Path, *, study: Any = None, front: Sequence[int] | None = None,
-               fmt: str = "yaml") -> list[Path]:
+               fmt: str = "yaml") -> list[Path]:  # configs only: weights are written on request (nas.export)
     """The search's own exports: ``RUN_DIR/exports/pareto/`` (the front) and ``exports/best/`` (the most
     accurate trial within budget). ``front``: the front's trial numbers, most accurate first, when the
     caller has computed it already."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cvt import UserError
 
-from ._config import SearchConfig
+from ._config import ESTIMATOR_OPTIONS, SearchConfig
 from .._cpu import available_cpus
 from ..devices import worker_device
 from ..metrics import ANALYTIC_COSTS, METRICS
@@ -58,6 +58,7 @@ class Evaluator:
         self.threads = threads or max(1, total // config.sampling.workers)
         self._dataset = dataset
         self._estimator = None
+        self.estimator_info: dict[str, Any] = {}
         self._predictor = None
         self._locks: dict[str, DeviceLock] = {}
 
@@ -82,12 +83,22 @@ class Evaluator:
 
     @property
     def estimator(self):
-        """This worker's :class:`nas.estimators.AccuracyEstimator` (``--estimator`` with its proxy settings)."""
+        """This worker's :class:`nas.estimators.AccuracyEstimator` (``--estimator`` with its proxy settings),
+        prepared for this search (:attr:`estimator_info` holds what it reported)."""
         if self._estimator is None:
-            from nas.estimators import make_estimator
-
-            self._estimator = make_estimator(self.config.training.estimator, self.proxy_config())
+            self._estimator = self._make_estimator(self.proxy_config())
         return self._estimator
+
+    def _make_estimator(self, settings):
+        from nas.estimators import SearchContext, make_estimator
+
+        estimator = make_estimator(self.config.training.estimator, settings)
+        training = self.config.training
+        context = SearchContext(space=self.space, dataset=self.dataset,
+                                budgets={k: b.value for k, b in self.budgets.items()}, resolution=self.resolution,
+                                options={name: getattr(training, name) for name in ESTIMATOR_OPTIONS})
+        self.estimator_info = estimator.prepare(context)
+        return estimator
 
     def device_lock(self, device: str) -> DeviceLock:
         from nas.cost import normalize_device
@@ -172,9 +183,7 @@ class Evaluator:
         """
         estimator = self.estimator
         if seed is not None:
-            from nas.estimators import make_estimator
-
-            estimator = make_estimator(self.config.training.estimator, self.proxy_config().replace(seed=seed))
+            estimator = self._make_estimator(self.proxy_config().replace(seed=seed))
         if estimator.supports_rungs and directory is None:
             directory = self.checkpoints(model_config.arch_id())
         lock = self.device_lock(self.train_device)
@@ -261,7 +270,7 @@ class OptunaObjective:
             trial.set_user_attr("duplicate_of", earlier[0])
             self._finish(trial, "duplicate")
             return model_config, cost, True, list(earlier[1])
-        trial.set_user_attr("rung_budget", ev.config.promotion.rungs[rung])
+        trial.set_user_attr("rung_budget", ev.config.promotion.budget_of(rung))
         trial.set_user_attr("phase", "training")
         return model_config, cost, False, None
 
@@ -269,6 +278,8 @@ class OptunaObjective:
         """Record a finished proxy training (a :class:`nas.proxy.ProxyResult`); the objective values."""
         if not math.isfinite(result.accuracy):
             raise UserError(f"proxy training returned accuracy {result.accuracy}")
+        if rung_of(trial) == 0 and self.evaluator.estimator.screens:
+            trial.set_user_attr("screening", True)  # an estimate that only picks what trains at the top rung
         for key, value in training_attrs(result).items():
             trial.set_user_attr(key, value)
         self._finish(trial, "trained")

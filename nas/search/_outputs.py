@@ -15,11 +15,13 @@ from cvt import UserError
 
 from .._paths import atomic_path
 from ..metrics import COSTS, METRICS, by_column
-from ._records import CSV_COLUMNS, trial_row
+from ._records import CSV_COLUMNS, is_screening, trial_row
 
 __all__ = ["study_rows", "write_outputs"]
 
 _log = logging.getLogger(__name__)
+
+SCORED_LABEL = "scored (inherited accuracy, not trained)"  # a screening estimator's first rung
 
 
 
@@ -58,13 +60,19 @@ def write_outputs(rows: list[dict[str, Any]], front: list[dict[str, Any]], run_d
     return written
 
 
+def _estimated(rows, screening: bool = False):
+    """Rows with an accuracy: trained ones, or (``screening``) the screening estimator's scores."""
+    return [r for r in rows if r["status"] == "trained" and r["accuracy"] is not None
+            and is_screening(r) == screening]
+
+
 def _points(rows, col):
     scale = by_column(col).scale
-    trained = [(r[col] * scale, r["accuracy"], r["number"]) for r in rows
-               if r["status"] == "trained" and r.get(col) is not None and r["accuracy"] is not None]
+    trained, scored = ([(r[col] * scale, r["accuracy"], r["number"]) for r in _estimated(rows, screening)
+                        if r.get(col) is not None] for screening in (False, True))
     over = [r[col] * scale for r in rows if r["status"] == "over_budget" and r.get(col) is not None
             and math.isfinite(r[col])]
-    return trained, over
+    return trained, scored, over
 
 
 def _label_axes(ax, xlabel: str, legend: str = "lower right") -> None:
@@ -93,9 +101,9 @@ def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives)
     fig, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), squeeze=False)
     for ax, col in zip(axes[0], costs):
         label, scale = by_column(col).axis, by_column(col).scale
-        trained, over = _points(rows, col)
-        # Zoom on the trained candidates and the budget; samples far over budget are counted, not drawn.
-        xs = [p[0] for p in trained] + ([limits[col] * scale] if col in limits else [])
+        trained, scored, over = _points(rows, col)
+        # Zoom on the estimated candidates and the budget; samples far over budget are counted, not drawn.
+        xs = [p[0] for p in trained + scored] + ([limits[col] * scale] if col in limits else [])
         span = (min(xs), max(xs)) if xs else None
         beyond = 0
         if span:
@@ -103,6 +111,9 @@ def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives)
             span = (span[0] - pad, span[1] + pad)
             beyond = sum(not span[0] <= x <= span[1] for x in over)
             over = [x for x in over if span[0] <= x <= span[1]]
+        if scored:
+            ax.scatter([p[0] for p in scored], [p[1] for p in scored], s=6, c="tab:green", alpha=0.4,
+                       label=SCORED_LABEL)
         if trained:
             ax.scatter([p[0] for p in trained], [p[1] for p in trained], s=18, c="0.6", label="trained")
         pts = sorted((r[col] * scale, r["accuracy"], r["number"]) for r in front if r.get(col) is not None)
@@ -125,7 +136,10 @@ def _plot_png(rows, front, costs, limits, run_dir: Path, resolution, objectives)
     _save(fig, run_dir / "pareto.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    trained = [(r["number"], r["accuracy"]) for r in rows if r["status"] == "trained" and r["accuracy"] is not None]
+    scored = [(r["number"], r["accuracy"]) for r in _estimated(rows, screening=True)]
+    if scored:
+        ax.scatter(*zip(*scored), s=6, c="tab:green", alpha=0.4, label=SCORED_LABEL)
+    trained = [(r["number"], r["accuracy"]) for r in _estimated(rows)]
     if trained:
         ax.scatter(*zip(*trained), s=18, c="0.5", label="trained trial")
         best, line = -math.inf, []
@@ -153,9 +167,13 @@ def _plot_html(rows, front, costs, limits, run_dir: Path) -> dict[str, Path]:
     on_front = {r["number"] for r in front}
     for i, col in enumerate(costs, start=1):
         label, scale = by_column(col).axis, by_column(col).scale
-        trained = [r for r in rows if r["status"] == "trained" and r.get(col) is not None]
-        for name, subset, color in (("trained", [r for r in trained if r["number"] not in on_front], "gray"),
+        trained = [r for r in _estimated(rows) if r.get(col) is not None]
+        scored = [r for r in _estimated(rows, screening=True) if r.get(col) is not None]
+        for name, subset, color in ((SCORED_LABEL, scored, "green"),
+                                    ("trained", [r for r in trained if r["number"] not in on_front], "gray"),
                                     ("Pareto front", [r for r in trained if r["number"] in on_front], "red")):
+            if not subset and name == SCORED_LABEL:
+                continue
             fig.add_trace(go.Scatter(
                 x=[r[col] * scale for r in subset], y=[r["accuracy"] for r in subset], mode="markers",
                 marker={"color": color}, name=name, legendgroup=name, showlegend=i == 1,
@@ -167,9 +185,11 @@ def _plot_html(rows, front, costs, limits, run_dir: Path) -> dict[str, Path]:
     # One shared copy of plotly.js next to the pages: they open offline.
     with atomic_path(run_dir / "pareto.html") as tmp:
         fig.write_html(tmp, include_plotlyjs="directory")
-    trained = [r for r in rows if r["status"] == "trained" and r["accuracy"] is not None]
-    hist = go.Figure(go.Scatter(x=[r["number"] for r in trained], y=[r["accuracy"] for r in trained],
-                                mode="markers", name="trained trial"))
+    hist = go.Figure()
+    for name, subset in (("trained trial", _estimated(rows)), (SCORED_LABEL, _estimated(rows, screening=True))):
+        if subset:
+            hist.add_trace(go.Scatter(x=[r["number"] for r in subset], y=[r["accuracy"] for r in subset],
+                                      mode="markers", name=name))
     hist.update_layout(xaxis_title="trial number", yaxis_title=METRICS["accuracy"].axis)
     with atomic_path(run_dir / "history.html") as tmp:
         hist.write_html(tmp, include_plotlyjs="directory")

@@ -38,7 +38,8 @@ def summarize(trials: list[Any], config: SearchConfig, front: list[dict[str, Any
     front = pareto_rows(rows, config.space.objective_names) if front is None else front
     best = max((r["accuracy"] for r in highest_rungs(rows)), default=None)
     fraction = counts["feasible"] / counts["costed"] if counts["costed"] else None
-    return {**counts, "best_accuracy": best, "pareto": len(front), "feasible_fraction": fraction}
+    return {**counts, "best_accuracy": best, "pareto": len(front), "feasible_fraction": fraction,
+            "screening": config.promotion.confirm is not None}
 
 
 class Progress:
@@ -85,11 +86,15 @@ class Progress:
         best = "-" if s["best_accuracy"] is None else f"{s['best_accuracy']:.2f}%"
         frac = "-" if s["feasible_fraction"] is None else f"{100 * s['feasible_fraction']:.0f}%"
         promoted = ""
-        if self.config.promotion.promotes:
-            quotas = self.config.promotion.quotas(self.config.sampling.trials)[1:]
-            done = s["per_rung"][1:] + [0] * (len(quotas) + 1 - len(s["per_rung"]))
-            promoted = f"promoted {' + '.join(f'{d}/{q}' for d, q in zip(done, quotas))} | "
-        return (f"trained {s['trained']}/{self.config.sampling.trials} | {promoted}feasible "
+        promotion = self.config.promotion
+        if promotion.promotes:
+            quotas = promotion.quotas(self.config.sampling.trials)[1:]
+            per_rung = s["per_rung"] + [0] * len(promotion.rungs)
+            done = [per_rung[r] for r in promotion.ladder[1:]]
+            label = "confirmed" if promotion.confirm is not None else "promoted"
+            promoted = f"{label} {' + '.join(f'{d}/{q}' for d, q in zip(done, quotas))} | "
+        first = "scored" if promotion.confirm is not None else "trained"
+        return (f"{first} {s['trained']}/{self.config.sampling.trials} | {promoted}feasible "
                 f"{s['feasible']}/{s['costed']} ({frac}) | "
                 f"failed {s['failed']} | best {best} | pareto {s['pareto']} | "
                 f"elapsed {_fmt_time(time.monotonic() - self._start)} | "

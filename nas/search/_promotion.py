@@ -3,7 +3,9 @@
 Every candidate trains at the first rung (``--trials`` of them). Once that rung is closed (sampling over, no
 first-rung training in flight), the best ``1/--reduction`` of its within-budget architectures continue to the
 next rung, each from its own checkpoint (``nas.proxy.train_rung``); when that rung is closed, the best of it
-continue again, up to the top rung. Synchronous halving rather than ASHA's asynchronous rule: with the
+continue again, up to the top rung. A screening estimator (the supernet) goes from its first rung straight to
+the top: its best ``--confirm`` architectures train there standalone (``PromotionSettings.ladder``).
+Synchronous halving rather than ASHA's asynchronous rule: with the
 small trial counts of a CPU search, ASHA promotes whatever led among the first few candidates, and the
 compute would depend on arrival order; here it is known up front (``PromotionSettings.compute``).
 
@@ -129,16 +131,16 @@ def next_promotion(config: SearchConfig, trials: Sequence[Any]) -> Promotion | s
         if _trained(t) and arch not in seen[r]:  # one per architecture (two workers may race to one)
             seen[r].add(arch)
             completed[r][root_of(t)] = t
-    for r in range(top):
-        if open_[r]:
+    ladder = config.promotion.ladder
+    for lo, hi in zip(ladder, ladder[1:]):
+        if open_[lo]:
             return "wait"
-        cohort = completed[r]
-        quota = len(cohort) // config.promotion.reduction
-        if len(claimed[r + 1]) < quota:
+        cohort = completed[lo]
+        if len(claimed[hi]) < config.promotion.quota(len(cohort)):
             roots = list(cohort)
             for i in promotion_order([_point(cohort[root], objectives) for root in roots]):
-                if roots[i] not in claimed[r + 1]:
-                    return Promotion(cohort[roots[i]], r + 1)
+                if roots[i] not in claimed[hi]:
+                    return Promotion(cohort[roots[i]], hi)
         # Every architecture of the cohort that could be promoted is (a re-run search may have more
         # claims than its quota); the next rung decides once its own trainings are done.
     return "wait" if open_[top] else None
@@ -169,8 +171,12 @@ def next_step(config: SearchConfig, trials: Sequence["optuna.trial.FrozenTrial"]
         return Step("promote", promotion=promotion)
     if promotion == "wait":
         return Step("wait")
-    per_rung = " + ".join(str(n) for n in counts["per_rung"][1:]) or "0"
-    return Step("stop", f"{reason}; {per_rung} promoted (rungs {'/'.join(f'{m}x' for m in config.promotion.rungs)})")
+    promotion = config.promotion
+    trained = counts["per_rung"] + [0] * len(promotion.rungs)
+    per_rung = " + ".join(str(trained[r]) for r in promotion.ladder[1:]) or "0"
+    if promotion.confirm is not None:
+        return Step("stop", f"{reason}; {per_rung} confirmed at the top rung ({promotion.rungs[-1]}x)")
+    return Step("stop", f"{reason}; {per_rung} promoted (rungs {'/'.join(f'{m}x' for m in promotion.rungs)})")
 
 
 def deadlines(config: SearchConfig, start: float | None = None) -> tuple[float | None, float | None]:

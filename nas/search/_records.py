@@ -19,6 +19,9 @@ optuna-dashboard read any run the same way:
 ``rung``            the rung it trained at (0: the first; ``rung_budget``: its multiple of the proxy's
                     budget); a promotion also has ``root`` (the architecture's first-rung trial)
                     and ``promoted_from`` (the trial it continued)
+``screening``       true for a screening estimate (``--estimator supernet``'s inherited accuracy at rung 0,
+                    ``rung_budget`` 0): it decides what is confirmed at the top rung and never enters the
+                    front or the exports
 ``failure``         why a trial failed, one line
 ``duplicate_of``    an earlier trial that already trained this architecture
 =================  =========================================================================
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["STATUSES", "PROMOTION_KEYS", "Cost", "objective_values", "values_from_attrs", "cost_attrs",
            "training_attrs", "training_recorded", "TRAINING_KEYS",
-           "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "pareto_rows", "highest_rungs"]
+           "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "is_screening", "pareto_rows",
+           "highest_rungs"]
 
 STATUSES = ("trained", "pruned", "over_budget", "duplicate", "failed", "interrupted")
 
@@ -51,7 +55,8 @@ PROMOTION_KEYS = ("rung", "root", "promoted_from")
 TRAINING_KEYS = ("accuracy", "best_accuracy", "epochs", "history", "stopped_early", "train_wall_s",
                  "train_images_per_s")
 
-CSV_COLUMNS = ("number", "state", "status", "arch_id", "rung", "rung_budget", "root", "accuracy", "best_accuracy",
+CSV_COLUMNS = ("number", "state", "status", "arch_id", "rung", "rung_budget", "root", "screening", "accuracy",
+               "best_accuracy",
                "macs", "params",
                "resolution", "latency_ms", "latency_iqr_ms", "latency_device", "feasible", "violation", "failure",
                "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker", "started", "model_config")
@@ -154,7 +159,8 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
     row = {
         "number": trial.number, "state": trial.state.name, "status": status, "arch_id": attrs.get("arch_id"),
         "rung": attrs.get("rung", 0), "rung_budget": attrs.get("rung_budget"), "root": attrs.get("root", trial.number),
-        "accuracy": attrs.get("accuracy"), "best_accuracy": attrs.get("best_accuracy"),
+        "screening": bool(attrs.get("screening", False)), "accuracy": attrs.get("accuracy"),
+        "best_accuracy": attrs.get("best_accuracy"),
         "macs": attrs.get("macs"), "params": attrs.get("params"), "resolution": attrs.get("resolution"),
         "latency_ms": attrs.get("latency_ms"),
         "latency_iqr_ms": attrs.get("latency_iqr_ms"), "latency_device": attrs.get("latency_device"),
@@ -170,15 +176,22 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
 
 
 def highest_rungs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per trained, within-budget architecture: its highest rung's (the first trial there)."""
+    """One row per trained, within-budget architecture: its highest rung's (the first trial there); screening
+    estimates are left out (only what they picked and was trained counts)."""
     best: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["number"]):
-        if row["status"] != "trained" or row["feasible"] is False:
+        if row["status"] != "trained" or row["feasible"] is False or is_screening(row):
             continue
         kept = best.get(row["arch_id"])
         if kept is None or (row.get("rung") or 0) > (kept.get("rung") or 0):
             best[row["arch_id"]] = row
     return sorted(best.values(), key=lambda r: r["number"])
+
+
+def is_screening(row: dict[str, Any]) -> bool:
+    """Whether a trial row (or a trials.csv row, where the flag reads "True") is a screening estimate."""
+    value = row.get("screening")
+    return value is True or str(value).lower() == "true"
 
 
 def pareto_rows(rows: list[dict[str, Any]], objectives: Iterable[str]) -> list[dict[str, Any]]:

@@ -240,6 +240,9 @@ def _preflight(config: SearchConfig, run_dir: Path) -> _Ready:
     backend = get_backend(config.backend.backend)
     if hasattr(backend, "preflight"):  # e.g. Ray: join the cluster and check its resources, before any file
         backend.preflight(config)
+    # Last, once every check passed: what the workers will load (a supernet may train here; killed, the same
+    # command resumes it, as no run directory exists yet).
+    evaluator.estimator.build()
     return _Ready(space, resolution, evaluator, dataset, proxy, backend, k, baseline)
 
 
@@ -277,7 +280,7 @@ def _open_study(config: SearchConfig, run: RunDir, ready: _Ready) -> Any:
                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); give a storage "
                         f"that can be written (--storage)") from None
     run.write_manifest(config, {"resolution": ready.resolution, "dataset": ready.dataset.description,
-                                "proxy": ready.proxy.to_dict(),
+                                "proxy": ready.proxy.to_dict(), "estimator": ready.evaluator.estimator_info,
                                 "space": {"name": space.name, "family": space.family,
                                           "cardinality": space.cardinality()}})
     return study
@@ -287,13 +290,19 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
     budgets = ", ".join(str(b) for b in config.space.budgets.values()) or "none"
     _log.info("search space %s (%s architectures), budgets: %s; costs at %dx%d, %d classes", space.name,
               f"{space.cardinality():,}", budgets, resolution, resolution, config.space.num_classes)
-    _log.info("objectives: %s; sampler %s, seed %d; %d proxy trainings, %d worker(s)",
+    _log.info("objectives: %s; sampler %s, seed %d; %d %s, %d worker(s)",
               ", ".join(f"{o} ({d[:3]})" for o, d in zip(config.space.objective_names, config.directions)),
-              config.sampling.sampler, config.sampling.seed, config.sampling.trials, config.sampling.workers)
+              config.sampling.sampler, config.sampling.seed, config.sampling.trials,
+              "candidates scored" if config.promotion.confirm is not None else "proxy trainings",
+              config.sampling.workers)
     if config.training.estimator == "proxy":
         _log.info("proxy training on %s (%d classes): %d epoch(s) at %dx%d, batch %d (the search's costs stay at "
                   "%dx%d)", dataset.name, dataset.num_classes, proxy.epochs, proxy.resolution, proxy.resolution,
                   proxy.batch_size, resolution, resolution)
+    elif config.promotion.confirm is not None:
+        _log.info("estimator %s on %s at %dx%d: candidates are scored by it, and the best %d trained at the top rung "
+                  "(%dx the proxy budget) before they enter the front", config.training.estimator, dataset.name,
+                  proxy.resolution, proxy.resolution, config.promotion.confirm, config.promotion.rungs[-1])
     else:
         _log.info("estimator %s on %s at %dx%d: candidates are ranked by this score, not trained",
                   config.training.estimator, dataset.name, proxy.resolution, proxy.resolution)
@@ -304,15 +313,18 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
 
 def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
     promotion, trials = config.promotion, config.sampling.trials
-    if promotion.promotes:
+    if promotion.confirm is not None:
+        _log.info("confirmation: the best %d of %d scored (by non-dominated rank) train at %dx the proxy budget",
+                  promotion.quotas(trials)[-1], trials, promotion.rungs[-1])
+    elif promotion.promotes:
         counts = promotion.quotas(trials)
         _log.info("promotion: rungs %s of the proxy budget (%s); %s architectures train at each, the best 1/%d by "
                   "non-dominated rank going on: %.1fx the compute of %d first-rung trainings",
                   "/".join(f"{m}x" for m in promotion.rungs), promotion.rung_growth,
                   " -> ".join(map(str, counts)), promotion.reduction, promotion.compute(trials) / trials, trials)
-        if config.sampling.timeout:
-            _log.info("timeout: new candidates for the first %.0f%% of it, promotions after that",
-                      100 * promotion.first_share)
+    if promotion.promotes and config.sampling.timeout:
+        _log.info("timeout: new candidates for the first %.0f%% of it, %s after that", 100 * promotion.first_share,
+                  "confirmations" if promotion.confirm is not None else "promotions")
     if ready.self_check:
         _log.info("self-check at the end: the top %d and the baseline (%s) trained again at %dx the proxy budget "
                   "under seed %d (--self-check 0 turns it off)", ready.self_check, ready.baseline[0],

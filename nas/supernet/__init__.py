@@ -6,8 +6,9 @@
     score(config); supernet.model.extract(config)                           # a plain cvt.CvT with its weights
 """
 from ._elastic import ElasticCvT, covering_config
-from ._train import CPU_RECIPE, GPU_RECIPE, MemberRange, Supernet, SupernetRecipe, load_supernet, supernet_for, \
-    train_supernet
+from ._train import CPU_RECIPE, GPU_RECIPE, RECIPES, MemberRange, Supernet, SupernetRecipe, cached_ranges, \
+    choose_range, load_supernet, recipe_named, supernet_dir, supernet_for, train_supernet
 
-__all__ = ["ElasticCvT", "covering_config", "SupernetRecipe", "CPU_RECIPE", "GPU_RECIPE", "MemberRange", "Supernet",
-           "train_supernet", "supernet_for", "load_supernet"]
+__all__ = ["ElasticCvT", "covering_config", "SupernetRecipe", "CPU_RECIPE", "GPU_RECIPE", "RECIPES", "MemberRange",
+           "Supernet", "train_supernet", "supernet_for", "supernet_dir", "cached_ranges", "choose_range",
+           "recipe_named", "load_supernet"]

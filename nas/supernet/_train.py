@@ -42,12 +42,15 @@ from ..devices import resolve_device
 from ..proxy import augment, normalize
 from ._elastic import ElasticCvT, covering_config
 
-__all__ = ["SupernetRecipe", "CPU_RECIPE", "GPU_RECIPE", "MemberRange", "Supernet", "train_supernet",
-           "supernet_for", "load_supernet"]
+__all__ = ["SupernetRecipe", "CPU_RECIPE", "GPU_RECIPE", "RECIPES", "MemberRange", "Supernet", "train_supernet",
+           "supernet_for", "supernet_dir", "cached_ranges", "choose_range", "recipe_named", "load_supernet"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "cvt-nas supernet"
+ABOUT = "supernet.json"  # beside supernet.pt: its key, range, recipe and data, readable without loading the weights
+VAL_IMAGES = 1000  # scoring defaults (Supernet.scorer); the search's are its own
+CALIBRATION_BATCHES = 1  # measured: 4 batches ranked no better than 1 (docs/performance.md)
 CHECKPOINT_FORMAT = "cvt-nas supernet checkpoint"
 
 
@@ -61,9 +64,10 @@ class SupernetRecipe:
             then cosine decay to 1% of ``lr``.
         clip: the gradient norm is clipped to this after all members of a step added theirs.
         random_members: members drawn at random from the range per step, beside the largest and smallest.
-        distill: the non-largest members learn from the largest's predictions instead of the labels.
-        resolution, train_subset, val_subset: the data (None: every image).
-        calibration_batches: training batches a member's BatchNorm statistics are re-estimated on.
+        distill: the non-largest members learn from the largest's predictions instead of the labels. Off by
+            default: from a near-chance largest member it stalled the CPU recipe (``docs/performance.md``,
+            "Weight-sharing supernet"), where the labels alone trained.
+        resolution, train_subset: the training images (None: every one).
         pool: members of the range drawn once (seeded) that the training samples from.
         bf16: autocast on CUDA.
     """
@@ -76,17 +80,15 @@ class SupernetRecipe:
     label_smoothing: float = 0.1
     clip: float = 1.0
     random_members: int = 2
-    distill: bool = True
+    distill: bool = False
     resolution: int = 32
     train_subset: int | None = None
-    val_subset: int | None = 1000
-    calibration_batches: int = 4
     pool: int = 500
     seed: int = 0
     bf16: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "resolution", "calibration_batches", "pool"):
+        for name in ("steps", "batch_size", "resolution", "pool"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"supernet recipe: {name} = {value!r} is not an integer >= 1")
@@ -105,7 +107,8 @@ class SupernetRecipe:
 CPU_RECIPE = SupernetRecipe()
 # Sized by estimate to train within about six minutes of one GPU (benchmarks/gpu_suite.py, part "supernet") until a
 # GPU run measures it: 4x the CPU recipe's images per member.
-GPU_RECIPE = SupernetRecipe(steps=1500, batch_size=256, lr=2e-3, calibration_batches=1)
+GPU_RECIPE = SupernetRecipe(steps=1500, batch_size=256, lr=2e-3)
+RECIPES = {"cpu": CPU_RECIPE, "gpu": GPU_RECIPE}
 
 
 @dataclass(frozen=True)
@@ -178,17 +181,22 @@ class Supernet:
         channels = self.model.covering.in_chans
         return self.members.contains(config) and self.model.covers(config.replace(in_chans=channels))
 
-    def scorer(self, dataset: Dataset, *, device: str = "cpu",
-               eval_batch_size: int = 256) -> Callable[[CvTConfig], float]:
-        """``score(config)``: the member's top-1 validation accuracy (%) with inherited weights, its BatchNorm
-        statistics re-estimated first on the same fixed training batches for every member."""
-        data = _select(dataset, self.recipe)
+    def scorer(self, dataset: Dataset, *, device: str = "cpu", val_images: int | None = VAL_IMAGES,
+               calibration_batches: int = CALIBRATION_BATCHES, eval_batch_size: int = 256,
+               seed: int = 0) -> Callable[[CvTConfig], float]:
+        """``score(config)``: the member's top-1 accuracy (%) with inherited weights on ``val_images`` validation
+        images (class-balanced, seeded; None: all), its BatchNorm statistics re-estimated first on the same
+        ``calibration_batches`` training batches for every member."""
+        if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) \
+                or calibration_batches < 1:
+            raise UserError(f"supernet scoring: calibration_batches = {calibration_batches!r} is not an integer >= 1")
+        data = dataset.select(train_subset=self.recipe.train_subset, val_subset=val_images,
+                              resolution=self.recipe.resolution, seed=seed)
         dev = resolve_device(device)
         model = self.model.to(dev).eval()
-        order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(self.recipe.seed))
+        order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
         calibration = [normalize(data.train_x[idx], data).to(dev)
-                       for idx in order[:self.recipe.calibration_batches * self.recipe.batch_size].split(
-                           self.recipe.batch_size)]
+                       for idx in order[:calibration_batches * self.recipe.batch_size].split(self.recipe.batch_size)]
         val = [(normalize(x, data).to(dev), y.to(dev))
                for x, y in zip(data.val_x.split(eval_batch_size), data.val_y.split(eval_batch_size))]
         amp = self.recipe.bf16 and dev.type == "cuda"
@@ -210,13 +218,16 @@ def cache_key(members: MemberRange, data: dict[str, Any], recipe: SupernetRecipe
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _data_key(dataset: Dataset) -> dict[str, Any]:
-    return {k: v for k, v in dataset.description.items() if k not in ("warnings",)}
+def _data_key(dataset: Dataset, recipe: SupernetRecipe) -> dict[str, Any]:
+    """What identifies the training images: the dataset (not how it was subset before) and the recipe's choice."""
+    skip = ("warnings", "num_classes", "in_chans", "image_size", "train_size", "val_size")
+    return {**{k: v for k, v in dataset.description.items() if k not in skip},
+            "classes": dataset.num_classes, "train": {"subset": recipe.train_subset, "resolution": recipe.resolution,
+                                                      "seed": recipe.seed}}
 
 
 def _select(dataset: Dataset, recipe: SupernetRecipe) -> Dataset:
-    return dataset.select(train_subset=recipe.train_subset, val_subset=recipe.val_subset,
-                          resolution=recipe.resolution, seed=recipe.seed)
+    return dataset.select(train_subset=recipe.train_subset, resolution=recipe.resolution, seed=recipe.seed)
 
 
 def _distill_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -243,7 +254,8 @@ def train_supernet(members: MemberRange, dataset: Dataset, recipe: SupernetRecip
     """
     directory = Path(directory)
     data = _select(dataset, recipe)
-    key = cache_key(members, _data_key(data), recipe)
+    data_key = _data_key(dataset, recipe)
+    key = cache_key(members, data_key, recipe)
     final, partial = directory / "supernet.pt", directory / "checkpoint.pt"
     if final.is_file():
         return load_supernet(final, members=members, expect_key=key)
@@ -283,13 +295,16 @@ def train_supernet(members: MemberRange, dataset: Dataset, recipe: SupernetRecip
     finally:
         torch.set_num_threads(previous_threads)
     directory.mkdir(parents=True, exist_ok=True)
+    about = {"format": FORMAT, "key": key, "range": members.key(), "recipe": recipe.to_dict(), "data": data_key,
+             "largest": largest.arch_id(), "smallest": smallest.arch_id(), "device": str(dev),
+             "trained_s": history[-1].get("wall_s") if history else None}
     with atomic_path(final) as tmp:
-        torch.save({"format": FORMAT, "key": key, "covering": covering.to_dict(), "num_classes": data.num_classes,
-                    "net": model.net.state_dict(), "range": members.key(), "recipe": recipe.to_dict(),
-                    "data": _data_key(data), "history": history, "largest": largest.arch_id(),
-                    "smallest": smallest.arch_id()}, tmp)
+        torch.save({**about, "covering": covering.to_dict(), "num_classes": data.num_classes,
+                    "net": model.net.state_dict(), "history": history}, tmp)
+    with atomic_path(directory / ABOUT) as tmp:
+        tmp.write_text(json.dumps(about, indent=1, default=str))
     partial.unlink(missing_ok=True)
-    return Supernet(model.cpu().eval(), members, recipe, _data_key(data), history, final)
+    return Supernet(model.cpu().eval(), members, recipe, data_key, history, final)
 
 
 def _training_loop(model: ElasticCvT, data: Dataset, recipe: SupernetRecipe, dev: torch.device, optimizer: Any,
@@ -305,7 +320,8 @@ def _training_loop(model: ElasticCvT, data: Dataset, recipe: SupernetRecipe, dev
     amp = recipe.bf16 and dev.type == "cuda"
     bar = tqdm(total=recipe.steps, initial=step, unit="step", desc="supernet",
                disable=None if progress is None else not progress)  # None: on a terminal only
-    saved_at = time.monotonic()
+    saved_at = started = time.monotonic()
+    before = history[-1].get("wall_s", 0.0) if history else 0.0  # training seconds of earlier sessions
     model.train()
     try:
         while step < recipe.steps:
@@ -336,7 +352,8 @@ def _training_loop(model: ElasticCvT, data: Dataset, recipe: SupernetRecipe, dev
             optimizer.step()
             step += 1
             if step % 10 == 0 or step == recipe.steps:
-                history.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **losses})
+                history.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **losses,
+                                "wall_s": round(before + time.monotonic() - started, 1)})
             bar.update(1)
             bar.set_postfix({name: f"{loss:.2f}" for name, loss in losses.items()}, refresh=False)
             if on_step is not None:
@@ -374,14 +391,87 @@ def load_supernet(path: Path, *, members: MemberRange | None = None, expect_key:
     return Supernet(model.eval(), members, recipe, state["data"], state["history"], path)
 
 
+def supernet_dir(members: MemberRange, dataset: Dataset, recipe: SupernetRecipe = CPU_RECIPE, *,
+                 cache_dir: Path | None = None) -> Path:
+    """Where the supernet for ``members``, ``dataset`` and ``recipe`` is cached (``cache_dir``, default
+    ``$CVT_NAS_CACHE/supernets``, one directory per key); ``supernet.pt`` there once it is trained."""
+    return _cache_root(cache_dir) / cache_key(members, _data_key(dataset, recipe), recipe)
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    return Path(cache_dir or default_cache_dir() / "supernets")
+
+
 def supernet_for(members: MemberRange, dataset: Dataset, recipe: SupernetRecipe = CPU_RECIPE, *,
                  cache_dir: Path | None = None, **train: Any) -> Supernet:
     """The supernet for ``members``, ``dataset`` and ``recipe``: from the cache when one was trained with the same
-    space, range, data and recipe, else trained (resuming a killed training) and cached.
-
-    The cache lives in ``cache_dir`` (default ``$CVT_NAS_CACHE/supernets``), one directory per key.
-    """
-    data = _select(dataset, recipe)
-    key = cache_key(members, _data_key(data), recipe)
-    directory = Path(cache_dir or default_cache_dir() / "supernets") / key
+    space, range, data and recipe, else trained (resuming a killed training) and cached (``train``: the
+    keywords of :func:`train_supernet`)."""
+    directory = supernet_dir(members, dataset, recipe, cache_dir=cache_dir)
     return train_supernet(members, dataset, recipe, directory=directory, **train)
+
+
+def cached_ranges(space: CvTSpace, dataset: Dataset, recipe: SupernetRecipe = CPU_RECIPE, *,
+                  resolution: int | None = None, cache_dir: Path | None = None) -> list[MemberRange]:
+    """The ranges of ``space`` for which a supernet trained on ``dataset`` with ``recipe`` is cached, narrowest
+    first (a later search inside one of them reuses it)."""
+    wanted = MemberRange(space, resolution=resolution).key()
+    data, found = _data_key(dataset, recipe), []
+    root = _cache_root(cache_dir)
+    for about_file in sorted(root.glob(f"*/{ABOUT}")) if root.is_dir() else []:
+        try:
+            about = json.loads(about_file.read_text())
+            span = dict(about["range"])
+            low, high = float(span.pop("low")), span.pop("high")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged or foreign entry: it cannot be reused, so it is not offered
+        same = (span == {k: v for k, v in wanted.items() if k not in ("low", "high")}
+                and about.get("recipe") == recipe.to_dict() and about.get("data") == data)
+        if same and (about_file.parent / "supernet.pt").is_file():
+            found.append(MemberRange(space, low, math.inf if high is None else float(high), resolution))
+    return sorted(found, key=lambda m: (m.high - m.low, m.low))
+
+
+def recipe_named(name: str, device: str = "cpu") -> SupernetRecipe:
+    """``cpu``, ``gpu``, ``auto`` (the GPU recipe when ``device`` is a GPU) or a YAML/JSON file of recipe fields."""
+    if name == "auto":
+        name = "gpu" if str(device).startswith("cuda") else "cpu"
+    if name in RECIPES:
+        return RECIPES[name]
+    path = Path(name)
+    if not path.is_file():
+        raise UserError(f"supernet recipe {name!r}: use {', '.join(RECIPES)}, auto or a YAML file of recipe fields")
+    import yaml
+
+    try:
+        fields = yaml.safe_load(path.read_text())
+        return SupernetRecipe(**fields)
+    except (yaml.YAMLError, TypeError) as err:
+        known = ", ".join(SupernetRecipe.__dataclass_fields__)
+        raise UserError(f"supernet recipe {path}: not a mapping of recipe fields ({known}): "
+                        f"{str(err).splitlines()[0]}") from None
+
+
+def choose_range(space: CvTSpace, dataset: Dataset, recipe: SupernetRecipe, *,
+                 given: tuple[float, float] | None = None, macs_budget: float | None = None,
+                 resolution: int | None = None, cache_dir: Path | None = None) -> MemberRange:
+    """The members a search's supernet covers: ``given`` (GMACs), else the narrowest cached range that holds the
+    MACs budget, else half the budget to the budget.
+
+    Raises:
+        UserError: a MACs budget outside the given range, or no MACs budget and no range given or cached.
+    """
+    if given is not None:
+        members = MemberRange(space, given[0] * 1e9, given[1] * 1e9, resolution)
+        if macs_budget is not None and not members.low <= macs_budget <= members.high:
+            raise UserError(f"the MACs budget {macs_budget / 1e9:.3g} G lies outside the supernet's range "
+                            f"{given[0]:g}-{given[1]:g} GMACs: give a --supernet-range that holds it")
+        return members
+    cached = cached_ranges(space, dataset, recipe, resolution=resolution, cache_dir=cache_dir)
+    if macs_budget is None:
+        if not cached:
+            raise UserError("--estimator supernet without a MACs budget: give --supernet-range LOW,HIGH (GMACs) to "
+                            "say which members to train a supernet for (a latency or params budget does not)")
+        return max(cached, key=lambda m: (m.high - m.low, m.low))  # the widest serves the most budgets
+    holding = [m for m in cached if m.low <= macs_budget <= m.high]
+    return holding[0] if holding else MemberRange(space, macs_budget / 2, macs_budget, resolution)
