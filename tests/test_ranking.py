@@ -259,3 +259,23 @@ def test_supernet_fidelity_scores_the_band_and_reuses_its_supernet(quick_oracle,
     costs_after = json.loads((tmp_path / "s-costs.json").read_text())
     assert costs_after["training"] == costs["training"]
     assert len(costs_after["finetune"]["inherited"]) == len(costs_after["finetune"]["scratch"]) == 1
+
+
+def test_supernet_search_times_a_second_budget_beside_the_proxy_search(tmp_path, monkeypatch, capsys):
+    from conftest import TINY_SPACE
+
+    monkeypatch.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps: 3\nbatch_size: 16\ntrain_subset: 128\npool: 10\n")
+    bench = load_script("supernet_search")
+    args = ["--space", str(TINY_SPACE), "--data", "synthetic", "--trials", "6", "--confirm", "1", "--quick",
+            "--supernet-recipe", str(recipe), "--runs", str(tmp_path / "runs")]
+    assert bench.main(args + ["--budget", "4.5MFLOPs"]) == 0
+    assert "trained by this run" in capsys.readouterr().out
+    out = tmp_path / "s.json"
+    assert bench.main(args + ["--budget", "4MFLOPs", "--baseline", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| supernet | 6 |" in text and "| proxy | 0 |" in text and "cached (not trained by this run)" in text
+    results = json.loads(out.read_text())
+    assert results["supernet"]["scoring"]["n"] == 6 and results["supernet"]["training"]["n"] == 1
+    assert results["supernet"]["best"]["rung"] == 1 and results["proxy"]["training"]["n"] == 15  # 10 + 5 promoted
