@@ -106,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy["val_subset"] = args.val_images
     shutil.rmtree(args.runs, ignore_errors=True)
     results: dict[str, Any] = {"machine": cpu_model(), "budget": args.budget, "space": args.space}
-    results["supernet"] = _search({**common, "proxy": proxy, "estimator": "supernet", "trials": args.trials,
-                                   "confirm": args.confirm, "supernet_recipe": args.supernet_recipe}, args.runs / "supernet")
+    supernet = {**common, "proxy": proxy, "estimator": "supernet", "trials": args.trials, "confirm": args.confirm,
+                "supernet_recipe": args.supernet_recipe}
+    results["supernet"] = _search(supernet, args.runs / "supernet")
     if args.baseline:
         results["proxy"] = _search(common, args.runs / "proxy")
     if args.out:

@@ -126,11 +126,11 @@ def test_defaults_promote_and_check_as_many_as_half_the_compute_allows():
 
 
 def test_a_screening_estimator_confirms_its_best_k_at_the_top_rung():
-    config = SearchConfig.create(budget="4G", estimator="supernet", trials=6, confirm=2)
+    config = SearchConfig.create(budget="4G", estimator="supernet", trials=4, confirm=2)
     promotion = config.promotion
-    assert promotion.ladder == (0, 2) and promotion.quotas(6) == [6, 2] and promotion.quotas(1) == [1, 1]
+    assert promotion.ladder == (0, 2) and promotion.quotas(4) == [4, 2] and promotion.quotas(1) == [1, 1]
     assert promotion.budget_of(0) == 0 and promotion.budget_of(2) == 4
-    assert promotion.compute(6) == 2 * 4 and promotion.units([6, 0, 1]) == 4  # scores are free; a confirmation 4x
+    assert promotion.compute(4) == 2 * 4 and promotion.units([4, 0, 1]) == 4  # scores are free; a confirmation 4x
     assert SearchConfig.create(estimator="supernet").promotion.confirm == 3  # the default
     assert SearchConfig.create(estimator="supernet").sampling.trials == 1000
     assert SearchConfig.create().sampling.trials == 10

@@ -328,3 +328,9 @@ def test_a_supernet_search_scores_confirms_reuses_and_exports_weights(tmp_path, 
     assert code == 0, stderr
     assert export_main([str(tmp_path / "proxy"), "--with-weights"]) == 2
     assert "searched with --estimator proxy" in capsys.readouterr().err
+    code, _, stderr = cli(["--space", "cct", "--budget", "1GFLOPs", "--estimator", "supernet", "--data", "synthetic",
+                           "--out", str(tmp_path / "cct")], capsys)
+    assert code == 2 and "covers CvT spaces" in stderr and not (tmp_path / "cct").exists()
+    (Path(supernet_dir) / "supernet.pt").write_bytes(b"damaged")  # a corrupt cached supernet
+    code, _, stderr = search("corrupt", "4.5MFLOPs")
+    assert code == 2 and "not a readable cvt-nas supernet" in stderr and not (tmp_path / "corrupt").exists()
