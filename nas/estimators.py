@@ -157,6 +157,7 @@ class InheritedAccuracy(AccuracyEstimator):
         self._context: SearchContext | None = None
         self._members: Any = None
         self._recipe: Any = None
+        self._directory: Path | None = None
         self._score: Callable[[Any], float] | None = None
 
     def prepare(self, context: SearchContext) -> dict[str, Any]:
@@ -168,28 +169,27 @@ class InheritedAccuracy(AccuracyEstimator):
         self._recipe = recipe_named(context.options.get("supernet_recipe") or "auto", device)
         self._members = choose_range(context.space, context.dataset, self._recipe, given=context.options.get(
             "supernet_range"), macs_budget=context.budgets.get("macs"), resolution=context.resolution)
-        directory = supernet_dir(self._members, context.dataset, self._recipe)
-        return {"supernet": str(directory), "range_gmacs": [self._members.low / 1e9, self._members.high / 1e9],
-                "recipe": self._recipe.to_dict(), "cached": (directory / "supernet.pt").is_file()}
+        self._directory = supernet_dir(self._members, context.dataset, self._recipe)
+        return {"supernet": str(self._directory), "range_gmacs": [self._members.low / 1e9, self._members.high / 1e9],
+                "recipe": self._recipe.to_dict(), "cached": (self._directory / "supernet.pt").is_file()}
 
     def build(self) -> None:
         from .supernet import supernet_for
 
-        directory = self.prepare(self._context)["supernet"]
-        if not Path(directory, "supernet.pt").is_file():
+        if not (self._directory / "supernet.pt").is_file():
             _log.info("supernet: training one for %.3g-%.3g GMACs of %s (cached in %s; a killed training resumes "
                       "when the search is run again)", self._members.low / 1e9, self._members.high / 1e9,
-                      self._context.space.name, directory)
+                      self._context.space.name, self._directory)
         supernet_for(self._members, self._context.dataset, self._recipe, device=self.settings.device,
                      threads=self.settings.threads)
 
     def _scorer(self, dataset: Any) -> Callable[[Any], float]:
         if self._score is None:
-            from .supernet import load_supernet, supernet_dir
+            from .supernet import load_supernet
 
             if self._context is None:
                 raise ValueError("InheritedAccuracy.prepare(context) was not called")
-            path = supernet_dir(self._members, dataset, self._recipe) / "supernet.pt"
+            path = self._directory / "supernet.pt"
             if not path.is_file():
                 raise UserError(f"no trained supernet at {path}: the search trains it before its workers start; on a "
                                 f"Ray cluster of several machines, copy it there")
