@@ -306,7 +306,10 @@ def test_a_killed_worker_is_replaced_and_its_trial_queued_again(tmp_path, tiny_s
     assert sum(t.user_attrs.get("status") == "trained" for t in trials) == 4  # the search finished, no hang
     interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
     requeued = {t.user_attrs.get("requeue_of") for t in trials}
-    assert interrupted and all(t.number in requeued for t in interrupted if t.params)
+    # Every fully sampled one is queued again; one killed while sampling (the idle worker may be) has no complete
+    # parameters to replay and is simply sampled anew.
+    assert any(t.user_attrs.get("phase") == "training" for t in interrupted)
+    assert all(t.number in requeued for t in interrupted if t.user_attrs.get("phase"))
     assert not [t for t in trials if t.state.name == "RUNNING"]
 
 
