@@ -38,9 +38,10 @@ examples:
   python -m nas.search --latency-budget 2.5ms --device cpu --objectives accuracy,latency,params
   python -m nas.search --config experiments/search/cvt13-nas-4gflops.yaml --trials 20
   python -m nas.search --budget 4GFLOPs --resume          # continue after a crash or Ctrl-C
+  python -m nas.search --estimator supernet --budget 3GFLOPs   # weight sharing: score 1000, confirm the best 3
 
 watch live: optuna-dashboard RUN_DIR/study.journal --host 127.0.0.1   (the command is printed at start)
-export:     python -m nas.export RUN_DIR --pareto"""
+export:     python -m nas.export RUN_DIR --pareto   (--with-weights after a supernet search)"""
 
 _OFF = "none"  # marks an explicit "no limit" (None in ProxyConfig), unlike an option left out
 
