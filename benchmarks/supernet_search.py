@@ -16,6 +16,7 @@ same budget and seed, so both picks are compared at the same fidelity: each sear
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -96,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny proxy settings (smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON")
     args = parser.parse_args(argv)
-
-    import shutil
 
     common: dict[str, Any] = {"space": args.space, "budget": args.budget, "data": args.data, "seed": args.seed,
                               "self_check": 0, **(QUICK if args.quick else {})}

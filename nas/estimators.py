@@ -132,11 +132,15 @@ class TrainingFree(AccuracyEstimator):
             raise ValueError(f"{self.score} is training-free: it has no rungs above 0")
         start = time.perf_counter()
         value = zero_cost.score(self.score, model_config, dataset, self.settings)
-        wall = time.perf_counter() - start
-        return ProxyResult(accuracy=value, best_accuracy=value, epochs_completed=0, steps_completed=0, history=[],
-                           stopped_early=False, wall_time_s=wall, train_images_per_s=float("nan"), num_params=0,
-                           device=self.settings.device, threads=self.settings.threads or 0,
-                           proxy=self.settings.to_dict(), dataset=dataset.description)
+        return _untrained_result(value, time.perf_counter() - start, self.settings, dataset)
+
+
+def _untrained_result(value: float, wall: float, settings: ProxyConfig, dataset: Any) -> ProxyResult:
+    """An estimate made without training, in the record every estimate returns."""
+    return ProxyResult(accuracy=value, best_accuracy=value, epochs_completed=0, steps_completed=0, history=[],
+                       stopped_early=False, wall_time_s=wall, train_images_per_s=float("nan"), num_params=0,
+                       device=settings.device, threads=settings.threads or 0, proxy=settings.to_dict(),
+                       dataset=dataset.description)
 
 
 class InheritedAccuracy(AccuracyEstimator):
@@ -205,19 +209,13 @@ class InheritedAccuracy(AccuracyEstimator):
     def estimate(self, model_config: Any, dataset: Any, report: ReportFn | None = None, *,
                  schedule: RungSchedule | None = None, rung: int = 0,
                  directory: Path | None = None) -> ProxyResult:
-        if rung:
-            if directory is None:
-                raise ValueError("a confirmation trains with checkpoints: give the candidate's directory")
-            return proxy.train_rung(model_config, dataset, self.settings, schedule or RungSchedule((1,)), rung,
-                                    directory, report=report)
+        if rung:  # a confirmation: the proxy's own training at that rung
+            return ProxyTraining(self.settings).estimate(model_config, dataset, report, schedule=schedule, rung=rung,
+                                                         directory=directory)
         score = self._scorer(dataset)
         start = time.perf_counter()
         value = score(model_config)
-        wall = time.perf_counter() - start
-        return ProxyResult(accuracy=value, best_accuracy=value, epochs_completed=0, steps_completed=0, history=[],
-                           stopped_early=False, wall_time_s=wall, train_images_per_s=float("nan"), num_params=0,
-                           device=self.settings.device, threads=self.settings.threads or 0,
-                           proxy=self.settings.to_dict(), dataset=dataset.description)
+        return _untrained_result(value, time.perf_counter() - start, self.settings, dataset)
 
 
 ESTIMATORS: dict[str, Callable[[ProxyConfig], AccuracyEstimator]] = {

@@ -420,15 +420,20 @@ class PromotionSettings(_Group):
         return len(self.rungs) > 1
 
     @property
+    def screening(self) -> bool:
+        """The first rung is a screening estimator's (``confirm`` is set only for one): scores, not trainings."""
+        return self.confirm is not None
+
+    @property
     def ladder(self) -> tuple[int, ...]:
         """The rungs architectures train at, in turn: every rung, or with ``confirm`` the first (the screening
         estimate) and the top (standalone training)."""
         top = len(self.rungs) - 1
-        return (0, top) if self.confirm is not None else tuple(range(top + 1))
+        return (0, top) if self.screening else tuple(range(top + 1))
 
     def quota(self, cohort: int) -> int:
         """How many of ``cohort`` architectures finished at one rung of the ladder go on to the next."""
-        return min(self.confirm, cohort) if self.confirm is not None else cohort // self.reduction
+        return min(self.confirm, cohort) if self.screening else cohort // self.reduction
 
     def quotas(self, candidates: int) -> list[int]:
         """How many architectures train at each rung of the :attr:`ladder` when ``candidates`` did at the first."""
@@ -439,7 +444,7 @@ class PromotionSettings(_Group):
 
     def budget_of(self, rung: int) -> int:
         """A rung's budget as a multiple of the proxy's (0 for a screening estimate, which trains nothing)."""
-        return 0 if rung == 0 and self.confirm is not None else self.rungs[rung]
+        return 0 if rung == 0 and self.screening else self.rungs[rung]
 
     def units(self, per_rung: Sequence[int]) -> float:
         """Compute in units of one first-rung training when ``per_rung[r]`` architectures trained at rung ``r``
@@ -461,7 +466,7 @@ class PromotionSettings(_Group):
     def first_share(self) -> float:
         """The first rung's share of the timeout (for any number of candidates): its share of the compute, or
         half for a screening estimator (its estimates are cheap but many)."""
-        if self.confirm is not None:
+        if self.screening:
             return SCREENING_SHARE
         share, alive = self.rungs[0], 1.0
         for lo, hi in zip(self.rungs, self.rungs[1:]):

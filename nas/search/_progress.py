@@ -39,7 +39,7 @@ def summarize(trials: list[Any], config: SearchConfig, front: list[dict[str, Any
     best = max((r["accuracy"] for r in highest_rungs(rows)), default=None)
     fraction = counts["feasible"] / counts["costed"] if counts["costed"] else None
     return {**counts, "best_accuracy": best, "pareto": len(front), "feasible_fraction": fraction,
-            "screening": config.promotion.confirm is not None}
+            "screening": config.promotion.screening}
 
 
 class Progress:
@@ -91,9 +91,9 @@ class Progress:
             quotas = promotion.quotas(self.config.sampling.trials)[1:]
             per_rung = s["per_rung"] + [0] * len(promotion.rungs)
             done = [per_rung[r] for r in promotion.ladder[1:]]
-            label = "confirmed" if promotion.confirm is not None else "promoted"
+            label = "confirmed" if promotion.screening else "promoted"
             promoted = f"{label} {' + '.join(f'{d}/{q}' for d, q in zip(done, quotas))} | "
-        first = "scored" if promotion.confirm is not None else "trained"
+        first = "scored" if promotion.screening else "trained"
         return (f"{first} {s['trained']}/{self.config.sampling.trials} | {promoted}feasible "
                 f"{s['feasible']}/{s['costed']} ({frac}) | "
                 f"failed {s['failed']} | best {best} | pareto {s['pareto']} | "

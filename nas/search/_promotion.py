@@ -174,7 +174,7 @@ def next_step(config: SearchConfig, trials: Sequence["optuna.trial.FrozenTrial"]
     promotion = config.promotion
     trained = counts["per_rung"] + [0] * len(promotion.rungs)
     per_rung = " + ".join(str(trained[r]) for r in promotion.ladder[1:]) or "0"
-    if promotion.confirm is not None:
+    if promotion.screening:
         return Step("stop", f"{reason}; {per_rung} confirmed at the top rung ({promotion.rungs[-1]}x)")
     return Step("stop", f"{reason}; {per_rung} promoted (rungs {'/'.join(f'{m}x' for m in promotion.rungs)})")
 

@@ -56,10 +56,9 @@ TRAINING_KEYS = ("accuracy", "best_accuracy", "epochs", "history", "stopped_earl
                  "train_images_per_s")
 
 CSV_COLUMNS = ("number", "state", "status", "arch_id", "rung", "rung_budget", "root", "screening", "accuracy",
-               "best_accuracy",
-               "macs", "params",
-               "resolution", "latency_ms", "latency_iqr_ms", "latency_device", "feasible", "violation", "failure",
-               "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker", "started", "model_config")
+               "best_accuracy", "macs", "params", "resolution", "latency_ms", "latency_iqr_ms", "latency_device",
+               "feasible", "violation", "failure", "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker",
+               "started", "model_config")
 
 
 @dataclass

@@ -293,13 +293,13 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
     _log.info("objectives: %s; sampler %s, seed %d; %d %s, %d worker(s)",
               ", ".join(f"{o} ({d[:3]})" for o, d in zip(config.space.objective_names, config.directions)),
               config.sampling.sampler, config.sampling.seed, config.sampling.trials,
-              "candidates scored" if config.promotion.confirm is not None else "proxy trainings",
+              "candidates scored" if config.promotion.screening else "proxy trainings",
               config.sampling.workers)
     if config.training.estimator == "proxy":
         _log.info("proxy training on %s (%d classes): %d epoch(s) at %dx%d, batch %d (the search's costs stay at "
                   "%dx%d)", dataset.name, dataset.num_classes, proxy.epochs, proxy.resolution, proxy.resolution,
                   proxy.batch_size, resolution, resolution)
-    elif config.promotion.confirm is not None:
+    elif config.promotion.screening:
         _log.info("estimator %s on %s at %dx%d: candidates are scored by it, and the best %d trained at the top rung "
                   "(%dx the proxy budget) before they enter the front", config.training.estimator, dataset.name,
                   proxy.resolution, proxy.resolution, config.promotion.confirm, config.promotion.rungs[-1])
@@ -313,10 +313,7 @@ def _announce(config: SearchConfig, space: Any, resolution: int, proxy: Any, dat
 
 def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
     promotion, trials = config.promotion, config.sampling.trials
-    if promotion.confirm is not None:
-        _log.info("confirmation: the best %d of %d scored (by non-dominated rank) train at %dx the proxy budget",
-                  promotion.quotas(trials)[-1], trials, promotion.rungs[-1])
-    elif promotion.promotes:
+    if promotion.promotes and not promotion.screening:  # a screening estimator's confirmations: _announce
         counts = promotion.quotas(trials)
         _log.info("promotion: rungs %s of the proxy budget (%s); %s architectures train at each, the best 1/%d by "
                   "non-dominated rank going on: %.1fx the compute of %d first-rung trainings",
@@ -324,7 +321,7 @@ def _announce_promotion(config: SearchConfig, ready: _Ready) -> None:
                   " -> ".join(map(str, counts)), promotion.reduction, promotion.compute(trials) / trials, trials)
     if promotion.promotes and config.sampling.timeout:
         _log.info("timeout: new candidates for the first %.0f%% of it, %s after that", 100 * promotion.first_share,
-                  "confirmations" if promotion.confirm is not None else "promotions")
+                  "confirmations" if promotion.screening else "promotions")
     if ready.self_check:
         _log.info("self-check at the end: the top %d and the baseline (%s) trained again at %dx the proxy budget "
                   "under seed %d (--self-check 0 turns it off)", ready.self_check, ready.baseline[0],

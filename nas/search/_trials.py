@@ -86,7 +86,7 @@ def count_trials(trials: list["optuna.trial.FrozenTrial"]) -> dict[str, int]:
 def stop_reason(config: SearchConfig, counts: dict[str, int], deadline: float | None) -> str | None:
     """Why no new trial should start, ``"wait"`` if one may once running trials finish, else None."""
     if counts["trainings"] >= config.sampling.trials:
-        done = "candidates scored" if config.promotion.confirm is not None else "proxy trainings"
+        done = "candidates scored" if config.promotion.screening else "proxy trainings"
         return f"{counts['trainings']} {done} done"
     if deadline is not None and time.time() >= deadline:
         return "timeout reached"
