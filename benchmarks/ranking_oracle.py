@@ -23,10 +23,10 @@ import statistics
 import sys
 from typing import Sequence
 
-from nas.cli import ArgumentParser, add_job_options, print_epochs, run_main
+from nas.cli import ArgumentParser, add_job_options, run_main, train_references
 from nas.data import load_dataset
 from nas.ranking import (RECIPES, OracleSpec, OracleStore, Reference, jobs, kendall_tau, pending,
-                         reference_architectures, shard_jobs, train_reference)
+                         reference_architectures, shard_jobs)
 
 QUICK = {"epochs": 1, "train_subset": 256, "val_subset": 128, "width_mult": 0.25}
 
@@ -103,14 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.shard[0]}/{args.shard[1]}", flush=True)
     if args.report:
         work = []
-    for i, (ref, seed) in enumerate(work, 1):
-        label = f"[{i}/{len(work)}] {ref.name} {ref.arch_id} seed {seed}"
-        print(f"{label}: {ref.macs / 1e9:.2f} GMACs, {ref.params / 1e6:.2f}M params", flush=True)
-        record = train_reference(ref, seed, spec, dataset, report=print_epochs(label, spec.recipe.epochs),
-                                 device=args.device, threads=args.threads)
-        store.add(ref, seed, record)
-        print(f"{label}: {record['accuracy']:.2f}%" + (f" FAILED: {record['failed']}" if "failed" in record else
-                                                      f" in {record['wall_time_s'] / 60:.1f} min"), flush=True)
+    train_references(store, work, spec, dataset, device=args.device, threads=args.threads)
     print_report(store, refs, spec.seeds)
     return 0
 

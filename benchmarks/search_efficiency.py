@@ -187,7 +187,7 @@ def picks(run_dir: Path) -> list[tuple[float, Any]]:
                   key=lambda t: t.datetime_complete)
     out, cpu = [], 0.0
     for i, t in enumerate(done):
-        cpu += float(t.user_attrs.get("train_wall_s", 0.0)) * threads
+        cpu += float(t.user_attrs.get("train_wall_s", 0.0)) * t.user_attrs.get("threads", threads)
         seen = {u.number for u in done[:i + 1]}
         upto = [u for u in trials if u.number in seen or u.user_attrs.get("status") != "trained"]
         front = select_trials(SimpleNamespace(get_trials=lambda deepcopy=False, upto=upto: upto),

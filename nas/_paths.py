@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["default_data_root", "default_cache_dir", "atomic_path", "read_saved"]
+__all__ = ["default_data_root", "default_cache_dir", "atomic_path", "flocked", "locked", "read_saved"]
 
 
 def default_data_root() -> Path:
@@ -31,6 +32,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def flocked(handle: Any, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
+    """Hold an ``flock`` on an open file for the block (the kernel releases it if the process dies)."""
+    fcntl.flock(handle, mode)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """One process at a time in the block, across processes: an ``flock`` on ``<path>.lock`` beside ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as handle, flocked(handle):
+        yield
 
 
 def read_saved(path: Path, fmt: str, what: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from cvt import UserError
 
@@ -88,3 +88,19 @@ def print_epochs(label: str, epochs: int) -> Callable[[int, float], bool]:
         return False
 
     return report
+
+
+def train_references(store: Any, work: Sequence[Any], spec: Any, dataset: Any, *, device: str = "auto",
+                     threads: int | None = None) -> None:
+    """Train ``work`` (``(nas.ranking.Reference, seed)`` pairs) with ``spec``'s recipe one after the other, printing
+    each training's epochs and result and recording it in ``store`` (a ``nas.ranking.OracleStore``) at once."""
+    from nas.ranking import train_reference
+
+    for i, (ref, seed) in enumerate(work, 1):
+        label = f"[{i}/{len(work)}] {ref.name} {ref.arch_id} seed {seed}"
+        print(f"{label}: {ref.macs / 1e9:.2f} GMACs, {ref.params / 1e6:.2f}M params", flush=True)
+        record = train_reference(ref, seed, spec, dataset, report=print_epochs(label, spec.recipe.epochs),
+                                 device=device, threads=threads)
+        store.add(ref, seed, record)
+        print(f"{label}: {record['accuracy']:.2f}%" + (f" FAILED: {record['failed']}" if "failed" in record else
+                                                      f" in {record['wall_time_s'] / 60:.1f} min"), flush=True)

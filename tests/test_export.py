@@ -135,10 +135,11 @@ def test_bad_runs_are_one_line_exit_2(tmp_path, capsys):
     assert sorted(p.name for p in empty.iterdir()) == before
 
 
-COMMITTED_EXPORTS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/exports/*/*.yaml"))
+_RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+COMMITTED_EXPORTS = sorted([*_RESULTS.glob("*/exports/*/*.yaml"), *_RESULTS.glob("*/*/exports/*/*.yaml")])
 
 
-@pytest.mark.parametrize("path", COMMITTED_EXPORTS, ids=lambda p: f"{p.parents[2].name}/{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", COMMITTED_EXPORTS, ids=lambda p: str(p.relative_to(_RESULTS)))
 def test_committed_reference_exports_load_and_build_with_timm(path):
     import timm
     import torch

@@ -133,7 +133,7 @@ def test_a_screening_estimator_confirms_its_best_k_at_the_top_rung():
     assert promotion.compute(4) == 2 * 4 and promotion.units([4, 0, 1]) == 4  # scores are free; a confirmation 4x
     assert SearchConfig.create(estimator="supernet").promotion.confirm == 3  # the default
     assert SearchConfig.create(estimator="supernet").sampling.trials == 1000
-    assert SearchConfig.create().sampling.trials == 10
+    assert SearchConfig.create().sampling.trials == 8
     first = [_trial(0, accuracy=30), _trial(1, accuracy=35), _trial(2, accuracy=33, macs=1e9), _trial(3, accuracy=20)]
     assert next_promotion(config, first + [_trial(4, state="RUNNING")]) == "wait"
     top = next_promotion(config, first)
@@ -235,6 +235,38 @@ def test_search_promotes_continues_from_checkpoints_and_checks_itself(tmp_path, 
     export = next((out / "exports" / "best").glob("*.yaml")).read_text()
     assert f"self-check: {check['verdict']['text']}" in export
     assert not (out / "checkpoints" / "self-check").exists()
+
+
+def test_promotions_and_the_self_check_train_side_by_side_with_the_same_results(tmp_path, tiny_space, capsys):
+    # Two threads: the first rung trains one candidate at a time on both; a rung's promotions and the self-check's
+    # trainings, chosen together, train in two processes of one thread each.
+    from nas.data import load_dataset
+    from nas.search._objective import Evaluator
+
+    out = tmp_path / "run"
+    args = search_args(tiny_space, out, 4, "--self-check", "1")
+    args[args.index("--threads") + 1] = "2"
+    code, _, stderr = cli(args, capsys)
+    assert code == 0, stderr
+    assert "(2 side by side)" in stderr
+    trained = [r for r in read_csv(out / "trials.csv") if r["status"] == "trained"]
+    assert sorted(r["rung"] for r in trained) == ["0"] * 4 + ["1"] * 2 + ["2"]
+    assert {r["threads"] for r in trained if r["rung"] == "0"} == {"2"}
+    assert {r["threads"] for r in trained if r["rung"] != "0"} == {"1"}
+    # The same accuracies as training them again one at a time with those threads.
+    config = parse_config(args)
+    base = Evaluator(config, tmp_path / "scratch").proxy_config()
+    schedule, dataset = config.promotion.schedule, load_dataset("synthetic")
+    top = next(r for r in trained if r["rung"] == "2")
+    model = CvTConfig.from_dict(json.loads(top["model_config"]))
+    nas.proxy.train_rung(model, dataset, base, schedule, 0, tmp_path / "top")
+    again = nas.proxy.train_rung(model, dataset, base.replace(threads=1), schedule, 2, tmp_path / "top")
+    assert again.accuracy == pytest.approx(float(top["accuracy"]))
+    check = json.loads((out / "self_check.json").read_text())
+    baseline = check["entries"][-1]
+    again = nas.proxy.train_rung(CvTConfig.from_dict(baseline["config"]), dataset, base.replace(threads=1, seed=1),
+                                 schedule, 2, tmp_path / "baseline")
+    assert baseline["label"] == "baseline" and again.accuracy == pytest.approx(baseline["check_accuracy"])
 
 
 def test_a_killed_promotion_resumes_without_retraining_a_finished_rung(tmp_path, tiny_space, monkeypatch, capsys):

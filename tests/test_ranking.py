@@ -157,6 +157,18 @@ def test_oracle_refuses_files_that_are_not_oracles(tmp_path):
             OracleStore.open(path, OracleSpec(), load_dataset("synthetic"))
 
 
+def test_stores_sharing_a_file_keep_each_others_results(tmp_path):
+    # Two processes writing one file (shards of a benchmark): neither save drops what the other saved.
+    path, identity = tmp_path / "shared.json", {"recipe": "r"}
+    first, second = OracleStore.at(path, identity), OracleStore.at(path, identity)
+    first.put("a", "0", {"accuracy": 50.0}, {"name": "a"})
+    second.put("b", "0", {"accuracy": 51.0}, {"name": "b"})
+    first.put("c", "1", {"accuracy": 52.0}, {"name": "c"})
+    again = OracleStore.at(path, identity)
+    assert {(a, s) for a, by in again.results.items() for s in by} == {("a", "0"), ("b", "0"), ("c", "1")}
+    assert again.accuracy("b") == 51.0 and set(again.architectures) == {"a", "b", "c"}
+
+
 # ------------------------------------------------------------------ fidelity against the oracle
 def test_random_fidelity_and_oracle_truth_on_fixed_numbers(tmp_path):
     from nas.ranking import oracle_truth, random_fidelity
@@ -283,3 +295,52 @@ def test_supernet_search_times_a_second_budget_beside_the_proxy_search(tmp_path,
     results = json.loads(out.read_text())
     assert results["supernet"]["scoring"]["n"] == 6 and results["supernet"]["training"]["n"] == 1
     assert results["supernet"]["best"]["rung"] == 1 and results["proxy"]["training"]["n"] == 15  # 10 + 5 promoted
+
+
+def test_reference_comparison_trains_picks_and_baselines_under_two_seeds(quick_oracle, tmp_path, capsys,
+                                                                         monkeypatch):
+    from nas.search import SearchConfig, run_search
+
+    monkeypatch.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "cvt-4g"
+    run_search(SearchConfig.create(space="cvt", budget="4GFLOPs", trials=2, data="synthetic", threads=1,
+                                   proxy={"epochs": 1, "train_subset": 128, "val_subset": 64, "width_mult": 0.25},
+                                   rungs="1", self_check=0, max_untrained=2000, out=str(run)))
+    bench = load_script("reference_comparison")
+    out, png = tmp_path / "cmp.json", tmp_path / "cmp.png"
+    args = QUICK + ["--runs", str(run), "--top", "1", "--random", "2", "--out", str(out)]
+    # Two shards writing one file hold every training once, under both seeds; the oracle's trainings of the same
+    # architectures (same recipe and data) are taken, not repeated.
+    for k in (0, 1):
+        assert bench.main(args + ["--shard", f"{k}/2", "--reuse", str(quick_oracle)]) == 0
+    results = _results(out)
+    oracle = _results(quick_oracle)
+    shared = {(a, s) for a in results if a in oracle for s in oracle[a] if s in ("0", "1")}
+    assert len(shared) >= 2 and all(results[a][s] == oracle[a][s] for a, s in shared)
+    kinds = {r["kind"] for r in json.loads(out.read_text())["architectures"].values()}
+    assert kinds == {"search", "sampled", "shrunk", "anchor"} and len(results) == 5
+    assert all(set(by) == {"0", "1"} for by in results.values())
+    capsys.readouterr()
+    stamp = out.stat().st_mtime_ns
+    assert bench.main(args + ["--report", "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "0 training(s) left" in text and out.stat().st_mtime_ns == stamp and png.stat().st_size > 0
+    line = next(t for t in text.splitlines() if t.startswith("cvt-4g at 4.00 GMACs: its pick"))
+    assert "cvt_13 shrunk to fit" in line and "the best random member" in line
+    assert any(word in line for word in ("beats", "ties with", "loses to"))
+    # A run of another space, or trainings of another recipe to reuse: one clear line each.
+    assert run_main(bench.main, args + ["--space", "cvt13-nas"]) == 2
+    assert "searched space cvt" in capsys.readouterr().err
+    other = json.loads(quick_oracle.read_text())
+    other["settings"]["recipe"]["epochs"] = 5
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert run_main(bench.main, args + ["--reuse", str(tmp_path / "other.json")]) == 2
+    assert "trained with another recipe" in capsys.readouterr().err
+
+
+def test_reference_comparison_verdict_on_fixed_numbers():
+    bench = load_script("reference_comparison")
+    assert bench.compare((52.0, 2), (50.0, 2), 0.5)[2] == "beats"  # 2.0 > 2 * 0.5 * 1
+    assert bench.compare((50.5, 2), (50.0, 2), 0.5)[2] == "ties with"
+    assert bench.compare((48.0, 2), (50.0, 2), 0.5)[2] == "loses to"
+    assert bench.compare((48.0, 2), (50.0, 0), 0.5)[2] == "not measured against"

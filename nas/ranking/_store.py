@@ -1,5 +1,6 @@
 """A JSON file of results that belong to fixed settings: refused when the settings differ, merged across
-shards, rewritten atomically after every result (a kill loses at most the result in progress).
+shards, rewritten atomically after every result (a kill loses at most the result in progress). Processes may
+share one file: each save first takes, under a lock, what the others saved.
 
 ``results[arch_id][sub]`` holds one record (``sub`` a seed, or an estimator's name);
 ``architectures[arch_id]`` records what each architecture is, so a file can be read on its own.
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 from cvt import UserError
 
-from .._paths import atomic_path
+from .._paths import atomic_path, locked
 
 __all__ = ["ResultStore"]
 
@@ -89,12 +90,14 @@ class ResultStore:
     def save(self) -> None:
         if self.path is None:
             return
-        data = {"format": self.FORMAT, "version": self.VERSION, "settings": self.identity,
-                "architectures": self.architectures,
-                "results": {a: dict(sorted(subs.items())) for a, subs in self.results.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
+        with locked(self.path):
+            if self.path.exists():  # another process sharing the file may have saved results since
+                self.merge(self.path)
+            data = {"format": self.FORMAT, "version": self.VERSION, "settings": self.identity,
+                    "architectures": self.architectures,
+                    "results": {a: dict(sorted(subs.items())) for a, subs in self.results.items()}}
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _differences(theirs: Mapping[str, Any], ours: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

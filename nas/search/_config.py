@@ -44,7 +44,7 @@ SAMPLERS = {
 
 LATENCY_MODES = ("measured", "predicted")
 SCREENING_SHARE = 0.5  # of --timeout, for a screening estimator's first rung; its confirmations get the rest
-DEFAULT_TRIALS = {False: 10, True: 1000}  # by whether the estimator screens: trainings, or supernet scores
+DEFAULT_TRIALS = {False: 8, True: 1000}  # by whether the estimator screens: trainings, or supernet scores
 # Settings that belong to one estimator (the supernet's); they reach it in nas.estimators.SearchContext.options.
 ESTIMATOR_OPTIONS = ("supernet_range", "supernet_recipe")
 # Early stopping of proxy trainings (Ray backend): ASHA on per-epoch proxy accuracy, or none.
@@ -235,7 +235,9 @@ class SamplingSettings(_Group):
 
     trials: int | None = _opt(None, "candidates to estimate at the first rung (proxy trainings, or supernet scores); "
                                     "over-budget samples and promotions to higher rungs do not count (the start-up "
-                                    "line says what promotion adds) (default 10; 1000 with --estimator supernet)",
+                                    "line says what promotion adds) "
+                                    f"(default {DEFAULT_TRIALS[False]}; {DEFAULT_TRIALS[True]} with --estimator "
+                                    f"supernet)",
                               metavar="N", kind=int)
     timeout: float | None = _opt(None, "wall time for the whole search, e.g. 900, 15m, 2h: new candidates stop after "
                                        "the first rung's share of it (printed at start), promotions after all of "

@@ -280,6 +280,8 @@ class OptunaObjective:
             raise UserError(f"proxy training returned accuracy {result.accuracy}")
         if rung_of(trial) == 0 and self.evaluator.estimator.screens:
             trial.set_user_attr("screening", True)  # an estimate that only picks what trains at the top rung
+        if getattr(result, "threads", None):  # where it ran: a promotion may run on a share of the threads
+            trial.set_user_attr("threads", int(result.threads))
         for key, value in training_attrs(result).items():
             trial.set_user_attr(key, value)
         self._finish(trial, "trained")

@@ -1,4 +1,5 @@
-"""The Optuna backend: N worker processes sharing the study storage (one in-process worker for N=1).
+"""The Optuna backend: N worker processes sharing the study storage (one in-process worker for N=1, whose
+promotions, chosen a rung at a time, then train side by side in processes of their own: ``_parallel.py``).
 
 Each worker loops ask -> evaluate -> tell. Before asking, it takes the run directory's claim lock and decides
 from the stored trials (``_promotion.next_step``) whether to sample a new candidate, promote one to the next
@@ -20,22 +21,24 @@ from typing import Any, Callable
 from ._config import SearchConfig
 from ._objective import Evaluator, OptunaObjective
 from ._records import failure_reason
+from ._parallel import die_with_parent, side_by_side
 from ._rundir import claim_lock
 from ._samplers import derive_seed, make_sampler
 from ._promotion import deadlines, next_step
 from ._trials import fail, find_trained, load_study, mark_interrupted, requeue, settle_worker, tell
 
-__all__ = ["OptunaBackend", "run_worker"]
+__all__ = ["OptunaBackend", "run_worker", "PROMOTIONS_NEXT"]
 
 _log = logging.getLogger(__name__)
 
 _WAIT_S = 1.0  # poll interval while other workers' trials decide whether a training slot is left
+PROMOTIONS_NEXT = "promotions next"
 _MAX_RESTARTS = 3  # a worker slot whose process keeps dying (e.g. each candidate runs out of memory) stays empty
 
 
 def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline: float | None = None,
                sampling_deadline: float | None = None, resolution: int | None = None, dataset: Any = None,
-               on_update: Callable[[], None] | None = None) -> str:
+               on_update: Callable[[], None] | None = None, until_promotions: bool = False) -> str:
     """Sample or promote, evaluate and tell until a stop reason applies; returns it.
 
     Args:
@@ -47,6 +50,8 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
         resolution: deployment resolution for costs.
         dataset: the loaded dataset, when the caller has it already.
         on_update: called after every trial and proxy epoch (progress display).
+        until_promotions: return :data:`PROMOTIONS_NEXT` instead of starting the first promotion (the caller
+            trains them side by side).
     """
     existing = len(load_study(config, run_dir).get_trials(deepcopy=False))
     sampling = config.sampling
@@ -58,6 +63,8 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
         while True:
             with claim_lock(run_dir):
                 step = next_step(config, study.get_trials(deepcopy=False), deadline, sampling_deadline)
+                if until_promotions and step.action in ("promote", "resume"):
+                    return PROMOTIONS_NEXT
                 if step.action == "promote":
                     promotion = step.promotion
                     study.enqueue_trial(dict(promotion.source.params), user_attrs=promotion.user_attrs())
@@ -86,18 +93,9 @@ def run_worker(config: SearchConfig, run_dir: Path, *, worker: int = 0, deadline
         evaluator.close()
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the search process dies (even by kill -9)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _worker_process(config_dict: dict[str, Any], run_dir: str, worker: int, deadlines: tuple[float | None, ...],
                     resolution: int | None, parent: int) -> None:
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         return
     import warnings
@@ -123,8 +121,14 @@ class OptunaBackend:
         deadline, sampling_deadline = deadlines(config)
         update = progress.refresh if progress is not None else None
         if config.sampling.workers == 1:
-            return run_worker(config, run_dir, deadline=deadline, sampling_deadline=sampling_deadline,
-                              resolution=resolution, dataset=dataset, on_update=update)
+            # One worker samples in a fixed order; the promotions of a rung, chosen together, train side by side.
+            apart = side_by_side(config, config.promotion.quota(config.sampling.trials)) \
+                if config.promotion.promotes else 1
+            reason = run_worker(config, run_dir, deadline=deadline, sampling_deadline=sampling_deadline,
+                                resolution=resolution, dataset=dataset, on_update=update, until_promotions=apart > 1)
+            if reason != PROMOTIONS_NEXT:
+                return reason
+            config = config.replace(workers=apart)
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
 
         def start(i: int) -> Any:

@@ -58,7 +58,7 @@ TRAINING_KEYS = ("accuracy", "best_accuracy", "epochs", "history", "stopped_earl
 CSV_COLUMNS = ("number", "state", "status", "arch_id", "rung", "rung_budget", "root", "screening", "accuracy",
                "best_accuracy", "macs", "params", "resolution", "latency_ms", "latency_iqr_ms", "latency_device",
                "feasible", "violation", "failure", "duplicate_of", "epochs", "train_wall_s", "wall_s", "worker",
-               "started", "model_config")
+               "threads", "started", "model_config")
 
 
 @dataclass
@@ -166,7 +166,7 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
         "feasible": None if violation is None else violation <= 0, "violation": violation,
         "failure": attrs.get("failure"), "duplicate_of": attrs.get("duplicate_of"), "epochs": attrs.get("epochs"),
         "train_wall_s": attrs.get("train_wall_s"), "wall_s": None if wall is None else round(wall, 3),
-        "worker": attrs.get("worker"),
+        "worker": attrs.get("worker"), "threads": attrs.get("threads"),
         "started": trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else None,
         "model_config": json.dumps(attrs["model_config"], separators=(",", ":")) if "model_config" in attrs else None,
     }

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from cvt import UserError
 
-from .._paths import atomic_path
+from .._paths import atomic_path, flocked
 from ._config import SearchConfig
 
 __all__ = ["RunDir", "DeviceLock", "open_storage", "JOURNAL", "CHECKPOINTS", "MANIFEST"]
@@ -236,16 +236,6 @@ def _trials_of(journal: bytes, spec: str | None) -> list[Any]:
         storage = open_storage(str(copy), Path(tmp))
         return [t for s in optuna.get_all_study_summaries(storage) for t in
                 optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)]
-
-
-@contextlib.contextmanager
-def flocked(handle: Any, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
-    """Hold an ``flock`` on an open file for the block (the kernel releases it if the process dies)."""
-    fcntl.flock(handle, mode)
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

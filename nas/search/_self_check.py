@@ -21,6 +21,7 @@ from cvt import UserError
 
 from .._paths import atomic_path
 from ._config import SearchConfig
+from ._parallel import side_by_side, train_side_by_side
 from ._records import highest_rungs
 from ._rundir import CHECKPOINTS
 
@@ -138,13 +139,10 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
                    baseline: tuple[str, Any], k: int) -> dict[str, Any] | None:
     """Train the top ``k`` architectures of ``rows`` (``trials.csv`` rows) and ``baseline`` at the top rung under
     the next seed, resuming ``self_check.json``; the record with its verdict (None when nothing was trained)."""
-    import cvt
-
     ranked = sorted(highest_rungs(rows), key=lambda r: (-(r.get("rung") or 0), -float(r["accuracy"]),
                                                         r["number"]))[:k]
     if not ranked:
         return None
-    config_cls = cvt.family_named(evaluator.space.family).config_cls
     seed = config.sampling.seed + 1
     top_rung = len(config.promotion.rungs) - 1
     name, base_config = baseline
@@ -156,17 +154,26 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
     path = run_dir / SELF_CHECK
     record = {"seed": seed, "rung": top_rung, "rungs": list(config.promotion.rungs), "entries": plan}
     done = _load(path, record)
+    todo = []
     for entry in plan:
-        key = entry["arch_id"]
-        if key in done:
-            entry.update(check_accuracy=done[key]["check_accuracy"], seconds=done[key]["seconds"])
-            continue
-        model_config = base_config if entry["label"] == "baseline" else config_cls.from_dict(entry["config"])
-        _log.info("self-check: training %s (%s) at %dx the proxy budget under seed %d", entry["label"], key,
-                  config.promotion.rungs[top_rung], seed)
-        result = evaluator.estimate(model_config, rung=top_rung, seed=seed,
-                                    directory=run_dir / CHECKPOINTS / "self-check" / key)
-        entry.update(check_accuracy=float(result.accuracy), seconds=round(float(result.wall_time_s), 1))
+        if entry["arch_id"] in done:
+            entry.update({k: done[entry["arch_id"]][k] for k in ("check_accuracy", "seconds")})
+        else:
+            todo.append(entry)
+    jobs = [{"family": evaluator.space.family, "model": e["config"], "rung": top_rung, "seed": seed,
+             "directory": str(run_dir / CHECKPOINTS / "self-check" / e["arch_id"])}
+            for e in todo]
+    processes = side_by_side(config, len(todo))
+    for entry in todo:
+        _log.info("self-check: training %s (%s) at %dx the proxy budget under seed %d%s", entry["label"],
+                  entry["arch_id"], config.promotion.rungs[top_rung], seed,
+                  f" ({processes} side by side)" if processes > 1 else "")
+    if processes > 1:
+        finished = train_side_by_side(config, run_dir, jobs, processes=processes, resolution=evaluator.resolution)
+    else:
+        finished = ((i, _train_here(evaluator, job)) for i, job in enumerate(jobs))
+    for i, result in finished:
+        todo[i].update(check_accuracy=result["accuracy"], seconds=round(result["wall_time_s"], 1))
         _save(path, record)
     available = len(evaluator.dataset.val_y)
     val_images = min(config.promotion.schedule.settings(evaluator.proxy_config(), top_rung).val_subset or available,
@@ -175,6 +182,14 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
     _save(path, record)
     shutil.rmtree(run_dir / CHECKPOINTS / "self-check", ignore_errors=True)  # done: nothing continues them
     return record
+
+
+def _train_here(evaluator: Any, job: dict[str, Any]) -> dict[str, float]:
+    import cvt
+
+    model = cvt.family_named(job["family"]).config_cls.from_dict(job["model"])
+    result = evaluator.estimate(model, rung=job["rung"], seed=job["seed"], directory=Path(job["directory"]))
+    return {"accuracy": float(result.accuracy), "wall_time_s": float(result.wall_time_s)}
 
 
 def _load(path: Path, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
