@@ -46,10 +46,16 @@ def flocked(handle: Any, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """One process at a time in the block, across processes: an ``flock`` on ``<path>.lock`` beside ``path``."""
+    """One process at a time in the block, across processes: an ``flock`` on the directory holding ``path`` (a
+    file replaced by :func:`atomic_path` changes inode, so it cannot carry the lock itself; no lock file is left
+    behind)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+") as handle, flocked(handle):
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_saved(path: Path, fmt: str, what: str) -> dict[str, Any]:

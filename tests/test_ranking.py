@@ -294,7 +294,10 @@ def test_supernet_search_times_a_second_budget_beside_the_proxy_search(tmp_path,
     assert "| supernet | 6 |" in text and "| proxy | 0 |" in text and "cached (not trained by this run)" in text
     results = json.loads(out.read_text())
     assert results["supernet"]["scoring"]["n"] == 6 and results["supernet"]["training"]["n"] == 1
-    assert results["supernet"]["best"]["rung"] == 1 and results["proxy"]["training"]["n"] == 15  # 10 + 5 promoted
+    from nas.search._config import DEFAULT_TRIALS
+
+    n = DEFAULT_TRIALS[False]  # the baseline is the default proxy search: n candidates, the best half promoted
+    assert results["supernet"]["best"]["rung"] == 1 and results["proxy"]["training"]["n"] == n + n // 2
 
 
 def test_reference_comparison_trains_picks_and_baselines_under_two_seeds(quick_oracle, tmp_path, capsys,
