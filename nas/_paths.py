@@ -52,10 +52,10 @@ def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.parent, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        with flocked(fd):
+            yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)
 
 
 def read_saved(path: Path, fmt: str, what: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .._cpu import available_cpus
 from ..devices import worker_device
 from ._config import SearchConfig
 
-__all__ = ["side_by_side", "train_side_by_side", "die_with_parent"]
+__all__ = ["side_by_side", "train_side_by_side", "train_job", "die_with_parent"]
 
 
 def side_by_side(config: SearchConfig, trainings: int) -> int:
@@ -91,6 +91,15 @@ def train_side_by_side(config: SearchConfig, run_dir: Path, jobs: Sequence[dict[
             process.join()
 
 
+def train_job(evaluator: Any, job: dict[str, Any]) -> dict[str, float]:
+    """One job of :func:`train_side_by_side`, trained by ``evaluator`` in this process."""
+    import cvt
+
+    model = cvt.family_named(job["family"]).config_cls.from_dict(job["model"])
+    result = evaluator.estimate(model, rung=job["rung"], seed=job["seed"], directory=Path(job["directory"]))
+    return {"accuracy": float(result.accuracy), "wall_time_s": float(result.wall_time_s)}
+
+
 def _train_job(send: Any, config_dict: dict[str, Any], run_dir: str, resolution: int | None, job: dict[str, Any],
                parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search process's to handle: it stops us
@@ -100,7 +109,6 @@ def _train_job(send: Any, config_dict: dict[str, Any], run_dir: str, resolution:
     import warnings
 
     import nas  # noqa: F401  (torchvision fix before timm)
-    import cvt
     from nas.proxy import TrainingFailed
 
     from ._objective import Evaluator
@@ -108,9 +116,7 @@ def _train_job(send: Any, config_dict: dict[str, Any], run_dir: str, resolution:
     warnings.simplefilter("ignore")
     evaluator = Evaluator(SearchConfig.from_dict(config_dict), Path(run_dir), resolution=resolution)
     try:
-        model = cvt.family_named(job["family"]).config_cls.from_dict(job["model"])
-        result = evaluator.estimate(model, rung=job["rung"], seed=job["seed"], directory=Path(job["directory"]))
-        send.send(("ok", {"accuracy": float(result.accuracy), "wall_time_s": float(result.wall_time_s)}))
+        send.send(("ok", train_job(evaluator, job)))
     except TrainingFailed as err:
         send.send(("failed", err.reason))
     except Exception as err:  # noqa: BLE001 - reported to the search process in one line

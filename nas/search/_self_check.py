@@ -21,7 +21,7 @@ from cvt import UserError
 
 from .._paths import atomic_path
 from ._config import SearchConfig
-from ._parallel import side_by_side, train_side_by_side
+from ._parallel import side_by_side, train_job, train_side_by_side
 from ._records import highest_rungs
 from ._rundir import CHECKPOINTS
 
@@ -171,7 +171,7 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
     if processes > 1:
         finished = train_side_by_side(config, run_dir, jobs, processes=processes, resolution=evaluator.resolution)
     else:
-        finished = ((i, _train_here(evaluator, job)) for i, job in enumerate(jobs))
+        finished = ((i, train_job(evaluator, job)) for i, job in enumerate(jobs))
     for i, result in finished:
         todo[i].update(check_accuracy=result["accuracy"], seconds=round(result["wall_time_s"], 1))
         _save(path, record)
@@ -182,14 +182,6 @@ def run_self_check(config: SearchConfig, run_dir: Path, rows: list[dict[str, Any
     _save(path, record)
     shutil.rmtree(run_dir / CHECKPOINTS / "self-check", ignore_errors=True)  # done: nothing continues them
     return record
-
-
-def _train_here(evaluator: Any, job: dict[str, Any]) -> dict[str, float]:
-    import cvt
-
-    model = cvt.family_named(job["family"]).config_cls.from_dict(job["model"])
-    result = evaluator.estimate(model, rung=job["rung"], seed=job["seed"], directory=Path(job["directory"]))
-    return {"accuracy": float(result.accuracy), "wall_time_s": float(result.wall_time_s)}
 
 
 def _load(path: Path, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
