@@ -18,16 +18,20 @@ work on one machine (a last call with every seed then only reports).
 With ``--oracle`` (a ranking-oracle file of the same space and budget) it also reports what a NAS user cares
 about: the CPU-seconds of proxy training until the search's pick (what it would return at that moment) is within
 0.5 points of the oracle's best in the band, and the final pick's oracle accuracy. Picks the oracle lacks are
-trained with its reference recipe into ``--incumbents`` (resumable), so the comparison of random search, TPE and
-TPE with promotion (``tpe+promotion``) uses one ground truth::
+trained with its reference recipe into ``--incumbents`` (resumable), so the comparison of random search, TPE,
+TPE with promotion (``tpe+promotion``, the default estimator) and TPE on a weight-sharing supernet
+(``tpe+supernet``: ``--supernet-trials`` scores, the best 3 confirmed at the top rung) uses one ground truth::
 
-    python benchmarks/search_efficiency.py --space cvt --budget 4GFLOPs --samplers random tpe tpe+promotion \
-        --epochs 2 --train-subset 3000 --val-subset 1000 --trials 20 --threads 1 --out-dir runs/oracle-efficiency \
+    python benchmarks/search_efficiency.py --space cvt --budget 4GFLOPs \
+        --samplers random tpe tpe+promotion tpe+supernet --epochs 2 --train-subset 3000 --val-subset 1000 \
+        --trials 20 --threads 1 --out-dir runs/oracle-efficiency \
         --oracle experiments/results/ranking-oracle/cvt-4gflops.json
+
+A supernet search's compute counts its scores and confirmations; the supernet's own training, made once per space,
+range and data and cached for every later search, is reported beside it.
 """
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 import sys
@@ -41,11 +45,12 @@ import cvt
 
 from nas.cli import ArgumentParser, run_main
 from nas.budget import parse_budget
-from nas.search import SAMPLERS, SearchConfig, run_search
+from nas.search import SAMPLERS, SearchConfig, pareto_rows, read_trials_csv, run_search
 
 QUICK = {"trials": 4, "proxy": {"epochs": 1, "train_subset": 256, "val_subset": 256, "width_mult": 0.25}}
 DONE = "efficiency-run.json"  # written into a run directory once its search has finished
 PROMOTION = "+promotion"  # a sampler name with this suffix searches with promotion (--rungs PROMOTION_RUNGS)
+SUPERNET = "+supernet"  # ... or screens with a supernet, confirming its best at the top rung of PROMOTION_RUNGS
 PROMOTION_RUNGS = "1,2,4"
 WITHIN = 0.5  # points: a search "holds" the oracle's best once its pick is this close to it
 
@@ -63,21 +68,35 @@ def hypervolume(points: Sequence[tuple[float, float]], ref_accuracy: float, ref_
     return area
 
 
+def split_variant(variant: str) -> tuple[str, str]:
+    """``"tpe+promotion"`` -> ``("tpe", "+promotion")``; the mode is ``""`` (one rung of the proxy), PROMOTION or
+    SUPERNET."""
+    for mode in (PROMOTION, SUPERNET):
+        if variant.endswith(mode):
+            return variant.removesuffix(mode), mode
+    return variant, ""
+
+
 def read_trials(run_dir: Path) -> list[dict[str, Any]]:
-    with open(run_dir / "trials.csv", newline="") as f:
-        return sorted(csv.DictReader(f), key=lambda r: int(r["number"]))
+    return read_trials_csv(run_dir / "trials.csv")
+
+
+def finish_order(rows: list[dict[str, Any]]) -> list[tuple[float, dict[str, Any]]]:
+    """(seconds from the run's start to the trial's end, row) of its trained within-budget trials, by end time."""
+    origin = min(datetime.fromisoformat(r["started"]) for r in rows if r["started"])
+    return sorted((((datetime.fromisoformat(r["started"]) - origin).total_seconds() + r["wall_s"], r)
+                   for r in rows if r["status"] == "trained" and r["feasible"]), key=lambda t: t[0])
 
 
 def curves(rows: list[dict[str, Any]], ref_accuracy: float, ref_macs: float) -> dict[str, list[float]]:
-    """Per trained trial, in order of completion: hypervolume so far, best accuracy so far, elapsed seconds."""
-    origin = min(datetime.fromisoformat(r["started"]) for r in rows if r["started"])
-    # (seconds from the run's start to the trial's end, trial) for trained within-budget trials, by end time
-    trained = sorted((((datetime.fromisoformat(r["started"]) - origin).total_seconds() + float(r["wall_s"]), r)
-                      for r in rows if r["status"] == "trained" and r["feasible"] == "True"), key=lambda t: t[0])
+    """Per trained trial, in order of completion: hypervolume so far, best accuracy so far, elapsed seconds.
+    A supernet's scores are not trainings: only the trainings that confirm them count."""
     points: list[tuple[float, float]] = []
     out: dict[str, list[float]] = {"hypervolume": [], "best_accuracy": [], "elapsed_s": []}
-    for end, r in trained:
-        points.append((float(r["accuracy"]), float(r["macs"]) / 1e9))
+    for end, r in finish_order(rows):
+        if r["screening"]:
+            continue
+        points.append((r["accuracy"], r["macs"] / 1e9))
         out["hypervolume"].append(hypervolume(points, ref_accuracy, ref_macs))
         out["best_accuracy"].append(max(a for a, _ in points))
         out["elapsed_s"].append(end)
@@ -90,15 +109,15 @@ def run_one(args: Any, run_dir: Path, variant: str, seed: int, proxy: dict[str, 
     """Run (or resume) one variant's search into ``run_dir``, unless it has finished already."""
     if (run_dir / DONE).is_file():
         return
-    sampler = variant.removesuffix(PROMOTION)
+    sampler, mode = split_variant(variant)
+    # Random search finds few candidates within a tight budget (4% of cvt13-nas at 4 GFLOPs): let it sample until
+    # it has trained as many as the others.
+    estimation = ({"estimator": "supernet", "trials": args.supernet_trials, "supernet_recipe": args.supernet_recipe}
+                  if mode == SUPERNET else {"trials": args.trials, "max_untrained": 200 * args.trials})
     config = SearchConfig.create(space=args.space, budget=args.budget, objectives=("accuracy", "macs"),
-                                 trials=args.trials, sampler=sampler, seed=seed,
-                                 # Random search finds few candidates within a tight budget (4% of cvt13-nas
-                                 # at 4 GFLOPs): let it sample until it has trained as many as the others.
-                                 max_untrained=200 * args.trials, data=args.data, data_dir=args.data_dir,
-                                 proxy=proxy, threads=args.threads, out=str(run_dir),
-                                 rungs=PROMOTION_RUNGS if variant.endswith(PROMOTION) else "1", self_check=0,
-                                 resume=(run_dir / "run.json").is_file())
+                                 sampler=sampler, seed=seed, data=args.data, data_dir=args.data_dir, proxy=proxy,
+                                 threads=args.threads, out=str(run_dir), rungs=PROMOTION_RUNGS if mode else "1",
+                                 self_check=0, resume=(run_dir / "run.json").is_file(), **estimation)
     print(f"== {sampler}, seed {seed}: {run_dir}", flush=True)
     result = run_search(config)
     (run_dir / DONE).write_text(json.dumps({"stop_reason": result.stop_reason, "summary": result.summary}) + "\n")
@@ -172,27 +191,24 @@ def _plot(results: dict[str, list[dict[str, list[float]]]], path: Path) -> None:
     plt.close(fig)
 
 
-def picks(run_dir: Path) -> list[tuple[float, Any]]:
+def picks(run_dir: Path) -> list[tuple[float, dict[str, Any]]]:
     """(CPU-seconds of training so far, the search's pick then) after every training of a run, in the order they
-    finished; the pick is what the search would return at that moment (``select_trials``: the front's first
-    row, highest rung first)."""
-    from types import SimpleNamespace
-
-    from nas.search import load_run, select_trials
-
-    _, config, study = load_run(run_dir)
+    finished; the pick (a ``trials.csv`` row) is what the search would return at that moment (``pareto_rows``:
+    the front's first row, highest rung first). A supernet's scores count as compute but pick nothing: its first
+    pick is its first confirmation. Read from ``trials.csv`` and ``run.json`` alone."""
+    config = SearchConfig.from_dict(json.loads((run_dir / "run.json").read_text())["config"])
     threads = config.training.threads or 1
-    trials = study.get_trials(deepcopy=False)
-    done = sorted((t for t in trials if t.user_attrs.get("status") == "trained" and t.datetime_complete),
-                  key=lambda t: t.datetime_complete)
-    out, cpu = [], 0.0
-    for i, t in enumerate(done):
-        cpu += float(t.user_attrs.get("train_wall_s", 0.0)) * t.user_attrs.get("threads", threads)
-        seen = {u.number for u in done[:i + 1]}
-        upto = [u for u in trials if u.number in seen or u.user_attrs.get("status") != "trained"]
-        front = select_trials(SimpleNamespace(get_trials=lambda deepcopy=False, upto=upto: upto),
-                              config.space.objective_names, pareto=True)
-        out.append((cpu, front[0]))
+    rows = read_trials(run_dir)
+    done = finish_order(rows)
+    out, cpu, seen = [], 0.0, set()
+    for _, r in done:
+        cpu += (r["train_wall_s"] or 0.0) * (r["threads"] or threads)
+        seen.add(r["number"])
+        if r["screening"]:
+            continue
+        # What the search knew then: the trainings finished so far, and every trial that trained nothing.
+        known = [u for u in rows if u["number"] in seen or u["status"] != "trained"]
+        out.append((cpu, pareto_rows(known, config.space.objective_names)[0]))
     return out
 
 
@@ -219,30 +235,37 @@ def oracle_efficiency(args: Any, runs: dict[str, list[Path]]) -> None:
     config_cls = cvt.family_named(get_space(args.space).family).config_cls
     dataset = None
 
-    def accuracy(trial: Any) -> float:
+    def accuracy(pick: dict[str, Any]) -> float:
         nonlocal dataset
-        arch = trial.user_attrs["arch_id"]
+        arch = pick["arch_id"]
         if arch in truth:
             return truth[arch]
+        ref = Reference(arch, "incumbent", f"pick of trial {pick['number']}",
+                        config_cls.from_dict(json.loads(pick["model_config"])), pick["macs"], pick["params"])
+        for path in args.reuse:
+            if store.has(arch, 0):
+                break
+            store.reuse(path, [ref], 1)
         if not store.has(arch, 0) and not args.report_only:
             dataset = dataset or load_dataset(saved["settings"]["data"]["name"], args.data_dir)
-            config = config_cls.from_dict(trial.user_attrs["model_config"])
-            ref = Reference(arch, "incumbent", f"pick of trial {trial.number}", config,
-                            int(trial.user_attrs["macs"]), int(trial.user_attrs["params"]))
             print(f"oracle training of a pick: {arch} ({ref.macs / 1e9:.2f} GMACs)", flush=True)
             store.add(ref, 0, train_reference(ref, 0, spec, dataset, threads=args.threads))
         return store.accuracy(arch, 0)
 
     print(f"\nCompute until the search holds an architecture within {WITHIN} points of the oracle's best in the band "
-          f"({target:.2f}%; {args.oracle}), CPU-minutes of proxy training (mean ± sd over the runs that got there)")
-    print("| search | runs | held within 0.5 | CPU-min to hold | final pick, oracle % | regret (points) |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"({target:.2f}%; {args.oracle}), CPU-minutes of proxy training and supernet scoring (mean ± sd over the "
+          f"runs that got there); a supernet's own training, once per space, range and data, in its column")
+    print("| search | runs | held within 0.5 | CPU-min to hold | final pick, oracle % | regret (points) "
+          "| CPU-min in all | supernet training (once) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for variant, dirs in runs.items():
-        held, final = [], []
+        held, final, spent, supernets = [], [], [], set()
         for run_dir in dirs:
+            supernets.add(supernet_training(run_dir))
             events = picks(run_dir)
             if not events:
                 continue
+            spent.append(events[-1][0] / 60)
             # Picks are judged in order until one holds (each distinct pick the oracle lacks costs a reference
             # training), then the final pick.
             final.append(accuracy(events[-1][1]))
@@ -254,7 +277,21 @@ def oracle_efficiency(args: Any, runs: dict[str, list[Path]]) -> None:
         finite = [a for a in final if math.isfinite(a)]
         holding = "-" if args.finals_only else f"{len(held)} of {len(final)}"
         print(f"| {variant} | {len(final)} | {holding} | {_mean_sd(held, 1)} | "
-              f"{_mean_sd(finite)} | {_mean_sd([target - a for a in finite])} |")
+              f"{_mean_sd(finite)} | {_mean_sd([target - a for a in finite])} | {_mean_sd(spent, 1)} | "
+              f"{'; '.join(sorted(s for s in supernets if s)) or '-'} |")
+
+
+def supernet_training(run_dir: Path) -> str:
+    """What training the supernet of a supernet search took (from its cache entry), or ``""``."""
+    about = json.loads((run_dir / "run.json").read_text()).get("estimator", {})
+    path = Path(about["supernet"]) / "supernet.json" if "supernet" in about else None
+    if path is None or not path.is_file():
+        return f"not in this machine's cache ({about['supernet']})" if path else ""
+    trained = json.loads(path.read_text())
+    wall = (trained.get("trained_s") or 0.0) / 60
+    threads = trained.get("threads")
+    cpu = f"{wall * threads:.1f} CPU-min ({threads} thread(s))" if threads else "threads not recorded"
+    return f"{path.parent.name}: {wall:.1f} min wall, {cpu} on {trained.get('device', 'cpu')}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,7 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20, help="proxy trainings per run (default 20)")
     parser.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"],
                         help=f"samplers to compare; a name ending in {PROMOTION} searches with promotion (rungs "
-                             f"{PROMOTION_RUNGS}), e.g. random tpe tpe{PROMOTION}")
+                             f"{PROMOTION_RUNGS}), one ending in {SUPERNET} screens with a supernet, e.g. random tpe "
+                             f"tpe{PROMOTION} tpe{SUPERNET}")
+    parser.add_argument("--supernet-trials", type=int, default=None,
+                        help=f"candidates a {SUPERNET} search scores (default: the search's --trials default with "
+                             f"--estimator supernet)")
+    parser.add_argument("--supernet-recipe", default="auto",
+                        help=f"how a {SUPERNET} search's supernet is trained (the search's --supernet-recipe; "
+                             f"default auto)")
     parser.add_argument("--oracle", type=Path, default=None,
                         help="a ranking-oracle file of the same space and budget: also report the compute until each "
                              "search held an architecture within 0.5 points of its best (picks it lacks are trained "
@@ -272,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--finals-only", action="store_true",
                         help="with --oracle: train and judge only each run's final pick (its regret; the compute "
                              "until a pick held needs the earlier picks too, so that column stays empty)")
+    parser.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="with --oracle: files of trainings with its recipe and data (a reference comparison, "
+                             "say) to take a pick's training from instead of repeating it")
     parser.add_argument("--incumbents", type=Path, default=None,
                         help="where those trainings are kept (default OUT_DIR/incumbents.json; resumed)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per sampler (default 0 1 2)")
@@ -293,9 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if budget.kind != "macs":
         parser.error(f"--budget {args.budget!r} is not a MAC budget; give e.g. 4GFLOPs")
 
-    unknown = [s for s in args.samplers if s.removesuffix(PROMOTION) not in SAMPLERS]
+    unknown = [s for s in args.samplers if split_variant(s)[0] not in SAMPLERS]
     if unknown:
-        parser.error(f"unknown sampler {unknown[0]!r}; use one of {', '.join(SAMPLERS)}, optionally with {PROMOTION}")
+        parser.error(f"unknown sampler {unknown[0]!r}; use one of {', '.join(SAMPLERS)}, optionally with {PROMOTION} "
+                     f"or {SUPERNET}")
     results: dict[str, list[dict[str, list[float]]]] = {s: [] for s in args.samplers}
     finished: dict[str, list[Path]] = {s: [] for s in args.samplers}
     for seed in args.seeds:  # seeds outermost: an interrupted benchmark has every sampler at equal footing

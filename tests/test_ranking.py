@@ -229,12 +229,12 @@ def test_search_efficiency_against_the_oracle_trains_the_picks_it_lacks(quick_or
     text = capsys.readouterr().out
     assert "| random | 1 | " in text and "| tpe+promotion | 1 | " in text and "within 0.5 points" in text
     rows = bench.read_trials(tmp_path / "eff" / "tpe+promotion-seed0")
-    assert sorted(r["rung"] for r in rows if r["status"] == "trained") == ["0"] * 4 + ["1"] * 2 + ["2"]
+    assert sorted(r["rung"] for r in rows if r["status"] == "trained") == [0] * 4 + [1] * 2 + [2]
     # Picks the oracle lacks were trained with its recipe, once each, up to the first that held and the final one;
     # a report reads them back.
     events = {run: bench.picks(tmp_path / "eff" / run) for run in ("random-seed0", "tpe+promotion-seed0")}
-    picks = {p.user_attrs["arch_id"] for run in events.values() for _, p in run}
-    finals = {run[-1][1].user_attrs["arch_id"] for run in events.values()}
+    picks = {p["arch_id"] for run in events.values() for _, p in run}
+    finals = {run[-1][1]["arch_id"] for run in events.values()}
     oracle = json.loads(quick_oracle.read_text())["architectures"]
     stored = json.loads((tmp_path / "eff" / "incumbents.json").read_text())["results"]
     assert finals - set(oracle) <= set(stored) <= picks - set(oracle)
@@ -243,9 +243,45 @@ def test_search_efficiency_against_the_oracle_trains_the_picks_it_lacks(quick_or
     assert bench.main(args + ["--report-only", "--finals-only"]) == 0
     assert "| random | 1 | - | - |" in capsys.readouterr().out  # final picks judged, the compute to hold left open
     assert (tmp_path / "eff" / "incumbents.json").stat().st_mtime_ns == stamp
+    # Trainings of the same recipe and data elsewhere are taken, not repeated (a report trains nothing).
+    again = tmp_path / "again.json"
+    assert bench.main(args + ["--report-only", "--incumbents", str(again), "--reuse",
+                              str(tmp_path / "eff" / "incumbents.json")]) == 0
+    assert json.loads(again.read_text())["results"] == stored
     # An oracle of another space is one clear line.
     assert run_main(bench.main, [a if a != "cvt" else "cvt13-nas" for a in args] + ["--report-only"]) == 2
     assert "measured space cvt" in capsys.readouterr().err
+
+
+def test_search_efficiency_of_a_supernet_search_counts_its_scores_and_its_supernet(quick_oracle, tmp_path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("CVT_NAS_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps: 3\nbatch_size: 16\ntrain_subset: 128\npool: 10\n")
+    bench = load_script("search_efficiency")
+    out = tmp_path / "eff"
+    args = ["--quick", "--space", "cvt", "--budget", "4GFLOPs", "--data", "synthetic", "--threads", "1",
+            "--seeds", "0", "--samplers", "tpe+supernet", "--supernet-trials", "6", "--supernet-recipe", str(recipe),
+            "--out-dir", str(out), "--oracle", str(quick_oracle)]
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("| tpe+supernet | 1 | ") and "CPU-min" in line)
+    assert "min wall" in row and "(1 thread(s)) on cpu" in row  # the supernet's own training, from its cache
+    rows = bench.read_trials(out / "tpe+supernet-seed0")
+    scores = [r for r in rows if r["status"] == "trained" and r["screening"]]
+    confirmed = [r for r in rows if r["status"] == "trained" and not r["screening"]]
+    assert len(scores) == 6 and len(confirmed) == 3 and {r["rung"] for r in confirmed} == {2}
+    # The front curves count the confirmations only; the compute counts the scores too, and nothing is picked
+    # before the first confirmation.
+    saved = json.loads((out / "efficiency.json").read_text())["runs"]["tpe+supernet"][0]
+    assert len(saved["hypervolume"]) == 3
+    events = bench.picks(out / "tpe+supernet-seed0")
+    assert 1 <= len(events) <= 3 and not any(p["screening"] for _, p in events)
+    scoring = sum(r["train_wall_s"] * r["threads"] for r in scores)
+    assert events[0][0] > scoring > 0
+    with pytest.raises(SystemExit) as stop:
+        bench.main(args[:-2] + ["--samplers", "tpe+nothing"])
+    assert stop.value.code == 2 and "unknown sampler 'tpe+nothing'" in capsys.readouterr().err
 
 
 def test_supernet_fidelity_scores_the_band_and_reuses_its_supernet(quick_oracle, tmp_path, capsys):
@@ -311,7 +347,7 @@ def test_reference_comparison_trains_picks_and_baselines_under_two_seeds(quick_o
                                    rungs="1", self_check=0, max_untrained=2000, out=str(run)))
     bench = load_script("reference_comparison")
     out, png = tmp_path / "cmp.json", tmp_path / "cmp.png"
-    args = QUICK + ["--runs", str(run), "--top", "1", "--random", "2", "--out", str(out)]
+    args = QUICK + ["--runs", str(run), "--top", "2", "--random", "2", "--out", str(out)]
     # Two shards writing one file hold every training once, under both seeds; the oracle's trainings of the same
     # architectures (same recipe and data) are taken, not repeated.
     for k in (0, 1):
@@ -321,7 +357,7 @@ def test_reference_comparison_trains_picks_and_baselines_under_two_seeds(quick_o
     shared = {(a, s) for a in results if a in oracle for s in oracle[a] if s in ("0", "1")}
     assert len(shared) >= 2 and all(results[a][s] == oracle[a][s] for a, s in shared)
     kinds = {r["kind"] for r in json.loads(out.read_text())["architectures"].values()}
-    assert kinds == {"search", "sampled", "shrunk", "anchor"} and len(results) == 5
+    assert kinds == {"search", "sampled", "shrunk", "anchor"} and len(results) == 6
     assert all(set(by) == {"0", "1"} for by in results.values())
     capsys.readouterr()
     stamp = out.stat().st_mtime_ns
@@ -331,6 +367,11 @@ def test_reference_comparison_trains_picks_and_baselines_under_two_seeds(quick_o
     line = next(t for t in text.splitlines() if t.startswith("cvt-4g at 4.00 GMACs: its pick"))
     assert "cvt_13 shrunk to fit" in line and "the best random member" in line
     assert any(word in line for word in ("beats", "ties with", "loses to"))
+    # The best of the run's top 2 gets its own verdict where it is not the pick.
+    names = {a["name"]: a["arch_id"] for a in json.loads(out.read_text())["architectures"].values()}
+    mean = {n: sum(results[names[n]][s]["accuracy"] for s in ("0", "1")) / 2 for n in ("cvt-4g #1", "cvt-4g #2")}
+    second_better = mean["cvt-4g #2"] > mean["cvt-4g #1"]
+    assert ("the best of its top 2, cvt-4g #2 (chosen on these trainings, so optimistic)" in text) == second_better
     # A run of another space, or trainings of another recipe to reuse: one clear line each.
     assert run_main(bench.main, args + ["--space", "cvt13-nas"]) == 2
     assert "searched space cvt" in capsys.readouterr().err

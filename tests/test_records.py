@@ -12,7 +12,10 @@ from nas.metrics import COSTS, METRICS
 from nas.search import SearchConfig
 from nas.search._config import BUDGETED, option_fields, parse_duration
 from nas.search._options import build_parser
-from nas.search._records import CSV_COLUMNS, highest_rungs, objective_values, pareto_rows, values_from_attrs
+from nas.search import read_trials_csv
+from nas.search._outputs import _write_csv
+from nas.search._records import (CSV_COLUMNS, highest_rungs, objective_values, pareto_rows, trial_row,
+                                values_from_attrs)
 from nas.search._rundir import open_storage
 from nas.search._samplers import make_sampler
 from nas.search._trials import count_trials, recover_interrupted, stop_reason
@@ -81,6 +84,31 @@ def test_the_front_takes_each_architecture_at_its_highest_rung_and_decides_at_th
 def _trial(state, **attrs):
     return SimpleNamespace(state=SimpleNamespace(name=state), user_attrs=attrs,
                            constraints=attrs.pop("constraints", {"macs_budget": -0.1}))
+
+
+def test_trials_csv_reads_back_as_the_rows_it_was_written_from(tmp_path):
+    from datetime import datetime
+
+    dist = {"x": optuna.distributions.IntDistribution(0, 9)}
+    trained = optuna.trial.create_trial(
+        params={"x": 3}, distributions=dist, values=[51.5, 3.2], user_attrs={
+            "status": "trained", "arch_id": "abc", "rung": 2, "rung_budget": 4, "root": 0, "accuracy": 51.5,
+            "macs": 3_200_000_000, "params": 4_000_000, "train_wall_s": 12.5, "threads": 1, "epochs": 2,
+            "model_config": {"MODEL": {"NAME": "cls_cvt"}}},
+        constraints={"macs": -0.2})
+    trained.datetime_start = datetime(2026, 11, 27, 20, 0, 0)
+    trained.datetime_complete = datetime(2026, 11, 27, 20, 0, 13)
+    over = optuna.trial.create_trial(params={"x": 9}, distributions=dist, state=optuna.trial.TrialState.PRUNED,
+                                     user_attrs={"status": "over_budget", "arch_id": "def", "macs": 9e9,
+                                                 "screening": True}, constraints={"macs": 1.25})
+    over.number, over.datetime_start = 1, datetime(2026, 11, 27, 20, 0, 14)
+    rows = [trial_row(t) for t in (trained, over)]
+    _write_csv(tmp_path / "trials.csv", rows)
+    back = read_trials_csv(tmp_path / "trials.csv")
+    assert [{k: r[k] for k in CSV_COLUMNS} for r in back] == [{k: r[k] for k in CSV_COLUMNS} for r in rows]
+    assert back[0]["feasible"] is True and back[1]["feasible"] is False and back[1]["screening"] is True
+    assert back[0]["threads"] == 1 and back[1]["accuracy"] is None and back[0]["param.x"] == "3"
+    assert pareto_rows(back, ["accuracy", "macs"]) == [back[0]]
 
 
 def test_count_trials_and_stop_reason():

@@ -275,6 +275,24 @@ class OracleStore(ResultStore):
         """The seeds ``arch_id`` was trained under."""
         return sorted(int(s) for s in self.results.get(arch_id, {}))
 
+    def reuse(self, path: Path, refs: Iterable[Reference], seeds: int) -> int:
+        """Take from ``path`` (another file of trainings: an oracle, a comparison) the results of ``refs`` under
+        seeds below ``seeds`` that this store lacks; returns how many. Refused unless that file's recipe and data
+        are this store's: a training is reused only where repeating it would give the same result.
+        """
+        saved = self.read(path)
+        for key in ("recipe", "data"):
+            if saved["settings"][key] != self.identity[key]:
+                raise UserError(f"--reuse {path}: trained with another {key} ({saved['settings'][key]} there, "
+                                f"{self.identity[key]} here)")
+        taken = 0
+        for ref in refs:
+            for seed, record in saved["results"].get(ref.arch_id, {}).items():
+                if int(seed) < seeds and not self.has(ref.arch_id, int(seed)):
+                    self.put(ref.arch_id, seed, record, ref.record())
+                    taken += 1
+        return taken
+
 
 def pending(store: OracleStore, work: Iterable[tuple[Reference, int]]) -> list[tuple[Reference, int]]:
     """The jobs of ``work`` that ``store`` has not recorded yet."""

@@ -25,10 +25,11 @@ from typing import Sequence
 
 from ._config import SAMPLERS, SearchConfig
 from ._export import FORMATS, export_run, export_trials, load_run, select_trials
+from ._records import pareto_rows, read_trials_csv
 from ._run import SearchResult, run_search
 
 __all__ = ["main", "SearchConfig", "SAMPLERS", "SearchResult", "run_search", "export_run", "export_trials",
-           "select_trials", "load_run", "FORMATS"]
+           "select_trials", "load_run", "read_trials_csv", "pareto_rows", "FORMATS"]
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -31,9 +31,11 @@ within budget.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..metrics import ANALYTIC_COSTS, METRICS
@@ -43,8 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["STATUSES", "PROMOTION_KEYS", "Cost", "objective_values", "values_from_attrs", "cost_attrs",
            "training_attrs", "training_recorded", "TRAINING_KEYS",
-           "failure_reason", "trial_row", "CSV_COLUMNS", "is_trained", "is_screening", "pareto_rows",
-           "highest_rungs"]
+           "failure_reason", "trial_row", "read_trials_csv", "CSV_COLUMNS", "is_trained", "is_screening",
+           "pareto_rows", "highest_rungs"]
 
 STATUSES = ("trained", "pruned", "over_budget", "duplicate", "failed", "interrupted")
 
@@ -172,6 +174,32 @@ def trial_row(trial: "FrozenTrial") -> dict[str, Any]:
     }
     row.update({f"param.{k}": v for k, v in sorted(trial.params.items())})
     return row
+
+
+# trials.csv columns that are not text, by type (an empty cell is None); the rest stay strings.
+_INT_COLUMNS = ("number", "rung", "root", "macs", "params", "resolution", "epochs", "worker", "threads",
+                "duplicate_of")
+_FLOAT_COLUMNS = ("rung_budget", "accuracy", "best_accuracy", "latency_ms", "latency_iqr_ms", "violation",
+                  "train_wall_s", "wall_s")
+_BOOL_COLUMNS = ("screening", "feasible")
+
+
+def read_trials_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``trials.csv`` typed as :func:`trial_row` makes them (numbers, flags, None for an empty
+    cell or a column the run's version did not write), in trial order: what :func:`pareto_rows` reads, without
+    the study's journal."""
+    def typed(row: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {c: None for c in CSV_COLUMNS}  # a run from before a column existed lacks it
+        out.update((k, v if v != "" else None) for k, v in row.items())
+        for cols, kind in ((_INT_COLUMNS, lambda v: int(float(v))), (_FLOAT_COLUMNS, float),
+                           (_BOOL_COLUMNS, lambda v: v == "True")):
+            for c in cols:
+                if out.get(c) is not None:
+                    out[c] = kind(out[c])
+        return out
+
+    with open(path, newline="") as f:
+        return sorted((typed(r) for r in csv.DictReader(f)), key=lambda r: r["number"])
 
 
 def highest_rungs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -263,8 +263,8 @@ def train_supernet(members: MemberRange, dataset: Dataset, recipe: SupernetRecip
     pool = [config.replace(in_chans=data.in_chans) for config in members.pool(recipe.pool, recipe.seed)]
     largest, smallest = pool[-1], pool[0]
     covering = covering_config(members.space).replace(in_chans=data.in_chans)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or available_cpus())
+    previous_threads, threads = torch.get_num_threads(), threads or available_cpus()
+    torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(recipe.seed)
@@ -297,7 +297,8 @@ def train_supernet(members: MemberRange, dataset: Dataset, recipe: SupernetRecip
     directory.mkdir(parents=True, exist_ok=True)
     about = {"format": FORMAT, "key": key, "range": members.key(), "recipe": recipe.to_dict(), "data": data_key,
              "largest": largest.arch_id(), "smallest": smallest.arch_id(), "device": str(dev),
-             "trained_s": history[-1].get("wall_s") if history else None}
+             "trained_s": history[-1].get("wall_s") if history else None,
+             "threads": threads if dev.type == "cpu" else None}  # of this session's training, when resumed
     with atomic_path(final) as tmp:
         torch.save({**about, "covering": covering.to_dict(), "num_classes": data.num_classes,
                     "net": model.net.state_dict(), "history": history}, tmp)
