@@ -228,6 +228,11 @@ def test_search_efficiency_against_the_oracle_trains_the_picks_it_lacks(quick_or
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     assert "| random | 1 | " in text and "| tpe+promotion | 1 | " in text and "within 0.5 points" in text
+    for line in (t for t in text.splitlines() if t.startswith("| random | 1 | ") and " of 1 |" in t):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        on_way, final = (float(cells[k].split(" ")[0]) for k in (4, 5))
+        # The closest a run came is at least its final pick unless an earlier one held (and judging stopped there).
+        assert on_way >= final or cells[2] == "1 of 1"
     rows = bench.read_trials(tmp_path / "eff" / "tpe+promotion-seed0")
     assert sorted(r["rung"] for r in rows if r["status"] == "trained") == [0] * 4 + [1] * 2 + [2]
     # Picks the oracle lacks were trained with its recipe, once each, up to the first that held and the final one;
