@@ -45,9 +45,9 @@ def search_picks(run_dirs: Sequence[Path], space: str, top: int) -> list[Referen
     Raises:
         UserError: a run of another space, or one with nothing trained.
     """
-    import csv
     import json
 
+    from nas.search import read_trials_csv
     from search_spaces import get_space
 
     config_cls = cvt.family_named(get_space(space).family).config_cls
@@ -56,18 +56,16 @@ def search_picks(run_dirs: Sequence[Path], space: str, top: int) -> list[Referen
         searched = json.loads(_run_file(run_dir, "run.json").read_text())["config"]["space"]["space"]
         if searched != space:
             raise UserError(f"{run_dir} searched space {searched}; compare it with --space {searched}")
-        with open(_run_file(run_dir, "trials.csv"), newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["status"] == "trained" and r["feasible"] == "True"
-                    and r["screening"] != "True"]
+        rows = [r for r in read_trials_csv(_run_file(run_dir, "trials.csv"))
+                if r["status"] == "trained" and r["feasible"] and not r["screening"]]
         if not rows:
             raise UserError(f"{run_dir} has no architecture trained within budget; run or resume the search first")
         best: dict[str, dict] = {}
-        for r in sorted(rows, key=lambda r: (-int(r["rung"] or 0), -float(r["accuracy"]), int(r["number"]))):
+        for r in sorted(rows, key=lambda r: (-(r["rung"] or 0), -r["accuracy"], r["number"])):
             best.setdefault(r["arch_id"], r)
         for k, r in enumerate(list(best.values())[:top], 1):
             picks.append(Reference(r["arch_id"], SEARCH, f"{Path(run_dir).name} #{k}",
-                                   config_cls.from_dict(json.loads(r["model_config"])), int(r["macs"]),
-                                   int(r["params"])))
+                                   config_cls.from_dict(json.loads(r["model_config"])), r["macs"], r["params"]))
     return picks
 
 
